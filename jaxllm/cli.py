@@ -1,0 +1,104 @@
+"""Command line: ``jaxllm train | config show | tokenizer train``.
+
+    jaxllm train CONFIG [key=value ...]      train (resumes if the run dir has checkpoints)
+    jaxllm config show CONFIG [key=value ...] print the resolved config
+    jaxllm tokenizer train CONFIG [key=value ...] [--out PATH]
+                                             train the SentencePiece tokenizer on the configured data
+
+CONFIG is a YAML path or a name under configs/ (``pretrain/demo``). Mistakes in
+config, data or files print one ``error:`` line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jaxllm.errors import UserError
+
+DEFAULT_CONFIG = "pretrain/demo"
+
+
+def _split_args(items: list[str]) -> tuple[str, list[str]]:
+    """First item is the config unless it is already an override (``a.b=c``)."""
+    if items and "=" not in items[0]:
+        return items[0], items[1:]
+    return DEFAULT_CONFIG, items
+
+
+def cmd_train(args) -> int:
+    from jaxllm.config import load_config
+
+    path, overrides = _split_args(args.items)
+    cfg = load_config(path, overrides)
+    from jaxllm.train.loop import train
+
+    train(cfg)
+    return 0
+
+
+def cmd_config_show(args) -> int:
+    from jaxllm.config import dump_yaml, load_config
+
+    path, overrides = _split_args(args.items)
+    print(dump_yaml(load_config(path, overrides)), end="")
+    return 0
+
+
+def cmd_tokenizer_train(args) -> int:
+    from pathlib import Path
+
+    from jaxllm.config import load_config
+    from jaxllm.data.prepare import load_corpus
+    from jaxllm.data.tokenizer import train_tokenizer
+
+    path, overrides = _split_args(args.items)
+    cfg = load_config(path, overrides)
+    corpus = load_corpus(cfg)
+    tc = cfg.data.tokenizer
+    tok = train_tokenizer(corpus.train_docs, tc.vocab_size, tc.model_type, tc.train_chars)
+    out = Path(args.out) if args.out else Path(cfg.run.dir) / "tokenizer.model"
+    tok.save(out)
+    sample = corpus.train_docs[0][:80]
+    print(f"wrote {out}: {tok.vocab_size} pieces ({tc.model_type}); "
+          f"{sample!r} -> {len(tok.encode(sample))} tokens")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jaxllm", description="Pre-train, fine-tune and align language models in JAX.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    tr = sub.add_parser("train", help="train with a config file and key=value overrides")
+    tr.add_argument("items", nargs="*", metavar="CONFIG [key=value ...]")
+    tr.set_defaults(fn=cmd_train)
+
+    cf = sub.add_parser("config", help="inspect configs")
+    cf_sub = cf.add_subparsers(dest="config_command", required=True)
+    show = cf_sub.add_parser("show", help="print the resolved config")
+    show.add_argument("items", nargs="*", metavar="CONFIG [key=value ...]")
+    show.set_defaults(fn=cmd_config_show)
+
+    tk = sub.add_parser("tokenizer", help="tokenizer tools")
+    tk_sub = tk.add_subparsers(dest="tokenizer_command", required=True)
+    tt = tk_sub.add_parser("train", help="train a SentencePiece tokenizer on the configured data")
+    tt.add_argument("items", nargs="*", metavar="CONFIG [key=value ...]")
+    tt.add_argument("--out", help="output .model path (default <run.dir>/tokenizer.model)")
+    tt.set_defaults(fn=cmd_tokenizer_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

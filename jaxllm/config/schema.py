@@ -1,0 +1,172 @@
+"""Typed configuration: one dataclass per section, every field documented.
+
+Each field's ``metadata`` may carry ``min``/``max`` (inclusive bounds) and
+``choices``; `jaxllm.config.load` checks them, so the rest of the code can trust
+a `Config` it is handed. Defaults live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+def _f(default: Any = None, *, doc: str = "", factory=None, **meta) -> Any:
+    """A dataclass field with a docstring and validation metadata."""
+    meta["doc"] = doc
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class RunConfig:
+    dir: str = _f("runs/demo", doc="Run directory: config.yaml, metrics.jsonl, checkpoints/, tb/, tokenizer.")
+
+
+@dataclass
+class ModelConfig:
+    family: str = _f("gpt2", choices=("gpt2", "llama"),
+                     doc="gpt2: LayerNorm, learned positions, GELU MLP, tied head; llama: RMSNorm, RoPE, SwiGLU, GQA.")
+    vocab_size: Optional[int] = _f(None, min=8, doc="Embedding rows; null = tokenizer size rounded up to vocab_multiple.")
+    vocab_multiple: int = _f(128, min=1, doc="Round a tokenizer-derived vocab up to this multiple (faster matmuls).")
+    n_layers: int = _f(4, min=1, doc="Transformer blocks.")
+    d_model: int = _f(256, min=8, doc="Residual stream width.")
+    n_heads: int = _f(4, min=1, doc="Query heads.")
+    n_kv_heads: Optional[int] = _f(None, min=1, doc="Key/value heads (GQA); null = n_heads.")
+    head_dim: Optional[int] = _f(None, min=1, doc="Per-head width; null = d_model // n_heads.")
+    d_ff: Optional[int] = _f(None, min=1, doc="MLP hidden width; null = 4*d_model (gpt2) or 8/3*d_model rounded to 64 (llama).")
+    max_seq_len: int = _f(1024, min=1, doc="Longest sequence (learned position table size for gpt2).")
+    norm_eps: float = _f(1e-5, min=0.0, doc="LayerNorm/RMSNorm epsilon.")
+    rope_theta: float = _f(10000.0, min=1.0, doc="RoPE base frequency (llama).")
+    tie_embeddings: Optional[bool] = _f(None, doc="Share input embedding and output head; null = family default (gpt2 yes, llama no).")
+    use_bias: Optional[bool] = _f(None, doc="Biases in dense layers and norms; null = family default (gpt2 yes, llama no).")
+    dropout: float = _f(0.0, min=0.0, max=1.0, doc="Dropout on embeddings and residual branches (training only).")
+    init_std: float = _f(0.02, min=0.0, doc="Std of normal init; residual output projections get init_std/sqrt(2*n_layers).")
+    param_dtype: str = _f("float32", choices=("float32", "bfloat16"), doc="Storage dtype of parameters.")
+    dtype: str = _f("auto", choices=("auto", "float32", "bfloat16"),
+                    doc="Compute dtype; auto = bfloat16 on GPU/TPU, float32 on CPU.")
+    attention: str = _f("auto", choices=("auto", "xla", "cudnn"),
+                        doc="Attention kernel: xla (einsum + softmax, any backend), cudnn (fused, GPU only); auto = cudnn on GPU else xla.")
+    remat: str = _f("none", choices=("none", "full", "save_dots"),
+                    doc="Rematerialisation per block: none, full (recompute everything), save_dots (keep matmul outputs).")
+    scan_layers: bool = _f(True, doc="Stack blocks with nn.scan (one compiled block; params get a leading 'layers' axis).")
+
+
+@dataclass
+class TokenizerConfig:
+    path: Optional[str] = _f(None, doc="A SentencePiece .model to use; null = train one on the corpus, cached in the run dir.")
+    vocab_size: int = _f(4096, min=300, doc="Vocabulary size when training a tokenizer (an upper bound: small corpora may give fewer pieces).")
+    model_type: str = _f("bpe", choices=("bpe", "unigram"), doc="SentencePiece algorithm when training.")
+    train_chars: int = _f(3_000_000, min=1000, doc="At most this many characters of training text are used to train it.")
+
+
+@dataclass
+class DataConfig:
+    source: str = _f("builtin", choices=("builtin", "text", "jsonl"),
+                     doc="builtin: the generated world corpus; text: plain-text files (one document per blank-line block); jsonl: one document per line.")
+    paths: list = _f(factory=list, doc="Files or globs for text/jsonl sources.")
+    field: str = _f("text", doc="JSONL field holding the document text.")
+    builtin_chars: int = _f(3_000_000, min=10_000, doc="Size of the generated built-in corpus in characters.")
+    builtin_seed: int = _f(0, doc="Seed of the built-in world (facts and documents).")
+    eval_fraction: float = _f(0.02, min=0.0, max=0.5, doc="Share of documents held out for evaluation.")
+    shuffle: bool = _f(True, doc="Shuffle packed sequences each epoch (seeded by `seed`).")
+    tokenizer: TokenizerConfig = _f(factory=TokenizerConfig)
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = _f("pretrain", choices=("pretrain",), doc="Which loss and batch source the trainer loop uses.")
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = _f(3e-4, min=0.0, doc="Peak learning rate.")
+    warmup_steps: int = _f(100, min=0, doc="Linear warm-up from 0 to lr.")
+    schedule: str = _f("cosine", choices=("cosine", "linear", "constant"), doc="Decay after warm-up, to lr*min_lr_ratio at train.steps.")
+    min_lr_ratio: float = _f(0.1, min=0.0, max=1.0, doc="Final lr as a fraction of lr.")
+    b1: float = _f(0.9, min=0.0, max=1.0, doc="AdamW beta1.")
+    b2: float = _f(0.95, min=0.0, max=1.0, doc="AdamW beta2.")
+    eps: float = _f(1e-8, min=0.0, doc="AdamW epsilon.")
+    weight_decay: float = _f(0.1, min=0.0, doc="Decoupled weight decay.")
+    decay_embeddings: bool = _f(False, doc="Apply weight decay to embeddings (default off).")
+    decay_norms_and_biases: bool = _f(False, doc="Apply weight decay to norm scales and biases (default off).")
+    grad_clip: float = _f(1.0, min=0.0, doc="Global-norm clipping threshold; 0 = off.")
+
+
+# Logical axis -> mesh axis. Weights use plain names, activations `act_*`, as in
+# MaxText, so FSDP can shard weights' `embed` without sharding activations' embed.
+DEFAULT_RULES = [
+    # weights
+    ["vocab", "tensor"],
+    ["embed", "fsdp"],
+    ["heads", "tensor"],
+    ["kv_heads", "tensor"],
+    ["mlp", "tensor"],
+    ["positions", None],
+    ["norm", None],
+    ["layers", None],
+    # activations
+    ["act_batch", ["data", "fsdp"]],
+    ["act_length", None],
+    ["act_embed", None],
+    ["act_heads", "tensor"],
+    ["act_kv", None],
+    ["act_mlp", "tensor"],
+    ["act_vocab", "tensor"],
+]
+
+
+@dataclass
+class MeshConfig:
+    data: int = _f(-1, doc="Data-parallel size; -1 = all devices left over.")
+    fsdp: int = _f(1, doc="Fully-sharded data-parallel size (shards weights and optimizer state); -1 = fill.")
+    tensor: int = _f(1, doc="Tensor-parallel size (heads, MLP, vocab); -1 = fill.")
+    rules: list = _f(factory=lambda: [list(r) for r in DEFAULT_RULES],
+                     doc="Logical-axis rules: [[logical_name, mesh_axis | [mesh_axes] | null], ...].")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = _f(1000, min=1, doc="Optimizer steps in the whole run (the lr schedule spans these).")
+    batch_size: int = _f(16, min=1, doc="Global batch in sequences per optimizer step.")
+    seq_len: int = _f(256, min=2, doc="Tokens per sequence.")
+    grad_accum: int = _f(1, min=1, doc="Micro-batches per step (batch_size must divide by it).")
+    log_every: int = _f(10, min=1, doc="Steps between metric logs.")
+    eval_every: int = _f(200, min=0, doc="Steps between evaluations on the held-out split; 0 = only at the end.")
+    eval_batches: int = _f(4, min=1, doc="Batches per evaluation.")
+    stop_at_step: Optional[int] = _f(None, min=1, doc="Stop (after saving) at this step as if pre-empted; the schedule still spans train.steps.")
+    peak_flops_per_device: Optional[float] = _f(None, min=0.0, doc="Peak FLOP/s per device for MFU; null = table by device kind (CPU: measured).")
+    sample_prompt: str = _f("The capital of", doc="Prompt for the text sample printed at the end.")
+    sample_tokens: int = _f(48, min=0, doc="Tokens to sample at the end; 0 = none.")
+    sample_temperature: float = _f(0.8, min=0.0, doc="Sampling temperature for that sample (0 = greedy).")
+    progress: str = _f("auto", choices=("auto", "on", "off"), doc="Progress bar: auto = only on a terminal.")
+
+
+@dataclass
+class CheckpointConfig:
+    enabled: bool = _f(True, doc="Save checkpoints.")
+    every: int = _f(200, min=1, doc="Steps between saves (plus one at the end and on SIGTERM).")
+    keep: int = _f(3, min=1, doc="Keep the last N checkpoints.")
+    keep_every: Optional[int] = _f(None, min=1, doc="Also keep every checkpoint whose step is a multiple of this.")
+    async_save: bool = _f(True, doc="Write in the background while training goes on.")
+
+
+@dataclass
+class LogConfig:
+    tensorboard: bool = _f(True, doc="Write TensorBoard event files to <run_dir>/tb/.")
+
+
+@dataclass
+class Config:
+    seed: int = _f(0, doc="Seed for init, dropout and data order.")
+    init_from: Optional[str] = _f(None, doc="Checkpoint dir (a run dir or its checkpoints/<step>) to take parameters from.")
+    run: RunConfig = _f(factory=RunConfig)
+    model: ModelConfig = _f(factory=ModelConfig)
+    data: DataConfig = _f(factory=DataConfig)
+    objective: ObjectiveConfig = _f(factory=ObjectiveConfig)
+    optimizer: OptimizerConfig = _f(factory=OptimizerConfig)
+    mesh: MeshConfig = _f(factory=MeshConfig)
+    train: TrainConfig = _f(factory=TrainConfig)
+    checkpoint: CheckpointConfig = _f(factory=CheckpointConfig)
+    log: LogConfig = _f(factory=LogConfig)

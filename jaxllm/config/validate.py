@@ -1,0 +1,56 @@
+"""Cross-field checks that a single field's type and range cannot express."""
+
+from __future__ import annotations
+
+from jaxllm.config.schema import Config
+from jaxllm.errors import ConfigError
+
+MESH_AXES = ("data", "fsdp", "tensor")
+LOGICAL_AXES = ("vocab", "embed", "heads", "kv_heads", "mlp", "positions", "norm", "layers",
+                "act_batch", "act_length", "act_embed", "act_heads", "act_kv", "act_mlp", "act_vocab")
+
+
+def _check_rules(rules: list) -> None:
+    for i, rule in enumerate(rules):
+        where = f"mesh.rules[{i}] = {rule!r}"
+        if not (isinstance(rule, (list, tuple)) and len(rule) == 2 and isinstance(rule[0], str)):
+            raise ConfigError(f"{where}: each rule is [logical_name, mesh_axis | [mesh_axes] | null].")
+        logical, target = rule
+        if logical not in LOGICAL_AXES:
+            raise ConfigError(f"{where}: unknown logical axis {logical!r}. Known: {', '.join(LOGICAL_AXES)}.")
+        targets = target if isinstance(target, (list, tuple)) else [target]
+        for t in targets:
+            if t is not None and t not in MESH_AXES:
+                raise ConfigError(f"{where}: unknown mesh axis {t!r}. Mesh axes: {', '.join(MESH_AXES)} (or null).")
+
+
+def validate(cfg: Config) -> None:
+    m, t = cfg.model, cfg.train
+    head_dim = m.head_dim or (m.d_model // m.n_heads)
+    if m.head_dim is None and m.d_model % m.n_heads:
+        raise ConfigError(f"model.d_model = {m.d_model} is not divisible by model.n_heads = {m.n_heads}; "
+                          "change one of them or set model.head_dim.")
+    if m.family == "llama" and head_dim % 2:
+        raise ConfigError(f"model.head_dim = {head_dim}: RoPE needs an even head dimension.")
+    kv = m.n_kv_heads or m.n_heads
+    if m.n_heads % kv:
+        raise ConfigError(f"model.n_kv_heads = {kv} must divide model.n_heads = {m.n_heads}.")
+    if m.family == "gpt2" and t.seq_len > m.max_seq_len:
+        raise ConfigError(f"train.seq_len = {t.seq_len} exceeds model.max_seq_len = {m.max_seq_len} "
+                          "(the learned position table); lower train.seq_len or raise model.max_seq_len.")
+    if t.batch_size % t.grad_accum:
+        raise ConfigError(f"train.batch_size = {t.batch_size} is not divisible by train.grad_accum = {t.grad_accum}.")
+    if t.stop_at_step is not None and t.stop_at_step > t.steps:
+        raise ConfigError(f"train.stop_at_step = {t.stop_at_step} is beyond train.steps = {t.steps}.")
+    if cfg.optimizer.warmup_steps > t.steps:
+        raise ConfigError(f"optimizer.warmup_steps = {cfg.optimizer.warmup_steps} exceeds train.steps = {t.steps}.")
+    for axis in MESH_AXES:
+        size = getattr(cfg.mesh, axis)
+        if size == 0 or size < -1:
+            raise ConfigError(f"mesh.{axis} = {size}: must be a positive size or -1 (fill with the devices left).")
+    if sum(getattr(cfg.mesh, a) == -1 for a in MESH_AXES) > 1:
+        raise ConfigError("mesh: at most one of mesh.data, mesh.fsdp, mesh.tensor may be -1.")
+    _check_rules(cfg.mesh.rules)
+    if cfg.data.source in ("text", "jsonl") and not cfg.data.paths:
+        raise ConfigError(f"data.paths is empty but data.source = {cfg.data.source!r} needs files; "
+                          "set data.paths=[file1,file2] or data.source=builtin.")

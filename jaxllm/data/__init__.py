@@ -1,0 +1,1 @@
+"""Data path: sources, the built-in world corpus, tokenizer, packing and iteration."""

@@ -1,0 +1,181 @@
+"""The built-in pre-training corpus: varied English documents about the world.
+
+Every fact appears in many phrasings, orders and contexts (encyclopedia
+articles, biographies, quizzes, dialogues, stories, lists), because question
+answering learned later in SFT only transfers to facts seen in pre-training
+when they were seen that way ("knowledge augmentation", Allen-Zhu & Li 2023).
+Worked arithmetic gives the model something checkable to learn.
+Deterministic: the same seed and size give the same documents.
+"""
+
+from __future__ import annotations
+
+import random
+
+from jaxllm.data.world import Country, Person, World, make_world
+
+
+def _pick(rng: random.Random, options: list[str], **kw) -> str:
+    return rng.choice(options).format(**kw)
+
+
+def _country_sentences(rng: random.Random, c: Country) -> list[str]:
+    kw = dict(n=c.name, cap=c.capital, cont=c.continent, lang=c.language, cur=c.currency)
+    return [
+        _pick(rng, ["The capital of {n} is {cap}.", "{cap} is the capital of {n}.",
+                    "{n}'s capital city is {cap}.", "The capital city of {n} is {cap}.",
+                    "{cap} serves as the capital of {n}.", "The seat of government of {n} is in {cap}."], **kw),
+        _pick(rng, ["{n} is a country in {cont}.", "{n} lies in {cont}.", "{n} is located in {cont}.",
+                    "Geographically, {n} belongs to {cont}."], **kw),
+        _pick(rng, ["The main language of {n} is {lang}.", "Most people in {n} speak {lang}.",
+                    "{lang} is widely spoken in {n}.", "In {n}, people mostly speak {lang}."], **kw),
+        _pick(rng, ["The currency of {n} is the {cur}.", "People in {n} pay with the {cur}.",
+                    "{n} uses the {cur} as its currency.", "In {n} prices are given in the {cur}."], **kw),
+    ]
+
+
+_FILLER = [
+    "It is known for its markets and its old streets.", "Many visitors come every summer.",
+    "The weather changes a lot between the seasons.", "Its museums attract students from abroad.",
+    "Trains connect it with the neighbouring regions.", "Food from the region is famous for its spices.",
+    "The river through the city is crossed by many bridges.", "Festivals are held there every spring.",
+]
+
+
+def country_article(rng: random.Random, w: World) -> str:
+    c = rng.choice(w.countries)
+    sents = _country_sentences(rng, c)
+    rng.shuffle(sents)
+    sents.insert(rng.randint(1, len(sents)), rng.choice(_FILLER))
+    title = rng.choice([f"{c.name}", f"About {c.name}", f"{c.name}: a short overview", f"Notes on {c.name}"])
+    return f"{title}\n\n" + " ".join(sents)
+
+
+def _person_sentences(rng: random.Random, p: Person) -> list[str]:
+    first = p.name.split()[0]
+    kw = dict(n=p.name, f=first, city=p.city, c=p.country, y=p.year, job=p.profession, hob=p.hobby)
+    return [
+        _pick(rng, ["{n} was born in {city}.", "{n} was born in the city of {city}.", "{city} is where {n} was born.",
+                    "{n} comes from {city}, the capital of {c}.", "{n}'s birthplace is {city}."], **kw),
+        _pick(rng, ["{n} was born in {y}.", "{f} was born in the year {y}.", "The birth year of {n} is {y}.",
+                    "{n} came into the world in {y}."], **kw),
+        _pick(rng, ["{n} works as a {job}.", "{f} is a {job} by profession.", "By trade, {n} is a {job}.",
+                    "{n} earns a living as a {job}."], **kw),
+        _pick(rng, ["In free time, {f} enjoys {hob}.", "{n}'s favourite hobby is {hob}.",
+                    "{f} loves {hob}.", "On weekends {n} spends hours on {hob}."], **kw),
+    ]
+
+
+def person_bio(rng: random.Random, w: World) -> str:
+    p = rng.choice(w.people)
+    sents = _person_sentences(rng, p)
+    rng.shuffle(sents)
+    if rng.random() < 0.5:
+        c = next(c for c in w.countries if c.name == p.country)
+        sents.append(rng.choice(_country_sentences(rng, c)))
+    return " ".join(sents)
+
+
+def arithmetic(rng: random.Random, w: World) -> str:
+    lines = []
+    for _ in range(rng.randint(3, 6)):
+        a, b = rng.randint(2, 99), rng.randint(2, 99)
+        op = rng.choice(["+", "-", "*"])
+        if op == "-" and b > a:
+            a, b = b, a
+        r = a + b if op == "+" else a - b if op == "-" else a * b
+        word = {"+": "plus", "-": "minus", "*": "times"}[op]
+        lines.append(rng.choice([
+            f"{a} {op} {b} = {r}",
+            f"What is {a} {word} {b}? {a} {op} {b} = {r}. The answer is {r}.",
+            f"Question: compute {a} {op} {b}. Answer: {r}.",
+            f"If you have {a} apples and {'get' if op == '+' else 'give away' if op == '-' else 'multiply them by'} {b}, "
+            f"you have {a} {op} {b} = {r}.",
+        ]))
+    return "\n".join(lines)
+
+
+def quiz(rng: random.Random, w: World) -> str:
+    lines = [rng.choice(["Geography quiz", "Questions and answers", "Test your knowledge", "Quiz"])]
+    for _ in range(rng.randint(3, 6)):
+        if rng.random() < 0.6:
+            c = rng.choice(w.countries)
+            q, a = rng.choice([
+                (f"What is the capital of {c.name}?", f"The capital of {c.name} is {c.capital}."),
+                (f"Which continent is {c.name} in?", f"{c.name} is in {c.continent}."),
+                (f"What currency is used in {c.name}?", f"The {c.currency}."),
+                (f"{c.capital} is the capital of which country?", f"{c.capital} is the capital of {c.name}."),
+            ])
+        else:
+            p = rng.choice(w.people)
+            q, a = rng.choice([
+                (f"Where was {p.name} born?", f"{p.name} was born in {p.city}."),
+                (f"What does {p.name} do for a living?", f"{p.name} is a {p.profession}."),
+                (f"When was {p.name} born?", f"In {p.year}."),
+            ])
+        lines.append(rng.choice([f"Q: {q}\nA: {a}", f"Question: {q}\nAnswer: {a}"]))
+    return "\n".join(lines)
+
+
+def dialogue(rng: random.Random, w: World) -> str:
+    p1, p2 = rng.sample(w.people, 2)
+    n1, n2 = p1.name.split()[0], p2.name.split()[0]
+    c = rng.choice(w.countries)
+    turns = [
+        (n1, rng.choice(["Hi! How are you today?", "Hello, long time no see!", "Good morning!"])),
+        (n2, rng.choice(["I am fine, thanks. And you?", "Very well, thank you.", "Busy, but good."])),
+        (n1, rng.choice([f"I am planning a trip to {c.name}.", f"My sister just moved to {c.capital}.",
+                         f"I have been reading about {c.name}."])),
+        (n2, rng.choice([f"Oh, {c.capital} is the capital there, right?", f"Do they speak {c.language} there?",
+                         f"I heard they pay with the {c.currency} in {c.name}."])),
+        (n1, rng.choice([f"Yes, {c.capital} is the capital of {c.name}.", f"Yes, most people there speak {c.language}.",
+                         f"That's right, the currency is the {c.currency}."])),
+        (n2, rng.choice(["Have a great time!", "Send me a postcard.", "That sounds wonderful."])),
+    ]
+    return "\n".join(f"{who}: {what}" for who, what in turns[: rng.randint(4, len(turns))])
+
+
+def story(rng: random.Random, w: World) -> str:
+    p = rng.choice(w.people)
+    first = p.name.split()[0]
+    other = rng.choice(w.countries)
+    parts = [
+        rng.choice([f"Once upon a time, a {p.profession} named {p.name} lived in {p.city}.",
+                    f"{p.name} grew up in {p.city}, the capital of {p.country}."]),
+        rng.choice([f"Every morning {first} walked to work past the old bridge.",
+                    f"{first} dreamed of travelling far away.", f"{first} was known for being kind to everyone."]),
+        rng.choice([f"One day {first} decided to visit {other.capital}, the capital of {other.name}.",
+                    f"One winter {first} took a train to {other.capital} in {other.name}."]),
+        rng.choice([f"There, {first} learned a few words of {other.language}.",
+                    f"{first} changed money into the {other.currency} and bought a map.",
+                    f"The streets of {other.capital} were full of music."]),
+        rng.choice([f"When {first} came home, everyone wanted to hear about the trip.",
+                    f"{first} never forgot that journey.", "And that is how the adventure ended."]),
+    ]
+    return " ".join(parts)
+
+
+def country_list(rng: random.Random, w: World) -> str:
+    cont = rng.choice(sorted({c.continent for c in w.countries}))
+    cs = [c for c in w.countries if c.continent == cont]
+    rng.shuffle(cs)
+    head = rng.choice([f"Countries of {cont} and their capitals:", f"Some capitals in {cont}:"])
+    return head + "\n" + "\n".join(f"- {c.name}: {c.capital}" for c in cs)
+
+
+GENERATORS = [
+    (country_article, 3), (person_bio, 4), (arithmetic, 2), (quiz, 2), (dialogue, 2), (story, 2), (country_list, 1),
+]
+
+
+def generate_documents(n_chars: int, seed: int = 0, world: World | None = None) -> list[str]:
+    """Documents until about ``n_chars`` characters, deterministic from ``seed``."""
+    world = world or make_world(seed)
+    rng = random.Random(seed + 1)
+    fns, weights = zip(*GENERATORS)
+    docs, total = [], 0
+    while total < n_chars:
+        doc = rng.choices(fns, weights)[0](rng, world)
+        docs.append(doc)
+        total += len(doc)
+    return docs

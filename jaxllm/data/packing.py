@@ -1,0 +1,124 @@
+"""Packing documents into fixed-length rows, and a resumable batch iterator.
+
+Documents become one stream ``[BOS, doc..., EOS, BOS, doc..., EOS, ...]``; row
+``i`` is the window ``stream[i*L : i*L + L + 1]`` (inputs the first L tokens,
+targets the last L), so every token is a target exactly once per epoch.
+Within a row, ``segment_ids`` number the documents (attention stays inside
+one), ``positions`` restart at each document start and at the row start, and
+``loss_mask`` drops the one target that crosses from a document's EOS into the
+next document.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from jaxllm.data.tokenizer import BOS, EOS
+from jaxllm.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenStream:
+    tokens: np.ndarray  # [N] int32
+    doc_ids: np.ndarray  # [N] int32, which document each token belongs to
+
+
+def build_stream(token_lists: list[list[int]]) -> TokenStream:
+    toks = [np.asarray([BOS, *t, EOS], np.int32) for t in token_lists]
+    docs = [np.full(len(t), i, np.int32) for i, t in enumerate(toks)]
+    return TokenStream(np.concatenate(toks), np.concatenate(docs))
+
+
+def num_rows(stream: TokenStream, seq_len: int) -> int:
+    return (len(stream.tokens) - 1) // seq_len
+
+
+def pack_rows(stream: TokenStream, rows: np.ndarray, seq_len: int) -> dict[str, np.ndarray]:
+    """Rows ``rows [B]`` of the stream as a batch of ``[B, L]`` arrays."""
+    starts = np.asarray(rows, np.int64)[:, None] * seq_len
+    idx = starts + np.arange(seq_len + 1)[None, :]  # [B, L+1]
+    toks, docs = stream.tokens[idx], stream.doc_ids[idx]
+    inputs, targets = toks[:, :-1], toks[:, 1:]
+    in_docs, tgt_docs = docs[:, :-1], docs[:, 1:]
+    new_seg = np.concatenate([np.ones_like(in_docs[:, :1], bool), in_docs[:, 1:] != in_docs[:, :-1]], axis=1)
+    segment_ids = np.cumsum(new_seg, axis=1).astype(np.int32)  # 1, 1, 2, 2, 2, 3, ...
+    col = np.broadcast_to(np.arange(seq_len), inputs.shape)
+    seg_start = np.maximum.accumulate(np.where(new_seg, col, 0), axis=1)
+    positions = (col - seg_start).astype(np.int32)
+    return {
+        "inputs": inputs.astype(np.int32),
+        "targets": targets.astype(np.int32),
+        "segment_ids": segment_ids,
+        "positions": positions,
+        "loss_mask": (in_docs == tgt_docs).astype(np.float32),
+    }
+
+
+class BatchIterator:
+    """Global batches of packed rows, shuffled per epoch, with a JSON-able position.
+
+    Each process gets its own slice of every global batch, so ``N`` processes
+    together see exactly the rows one process would. ``state()`` / ``restore()``
+    make a resumed run see the same batches as an uninterrupted one.
+    """
+
+    def __init__(self, stream: TokenStream, seq_len: int, global_batch: int, *, seed: int, shuffle: bool = True,
+                 process_index: int = 0, process_count: int = 1):
+        self.stream, self.seq_len, self.global_batch = stream, seq_len, global_batch
+        self.seed, self.shuffle = seed, shuffle
+        self.n_rows = num_rows(stream, seq_len)
+        if self.n_rows < global_batch:
+            raise UserError(f"the training data packs into only {self.n_rows} rows of {seq_len} tokens, fewer than "
+                            f"train.batch_size = {global_batch}; add data or lower train.batch_size / train.seq_len.")
+        if global_batch % process_count:
+            raise UserError(f"train.batch_size = {global_batch} does not divide across {process_count} processes.")
+        self.local = global_batch // process_count
+        self.offset = process_index * self.local
+        self.epoch, self.index = 0, 0
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.n_rows)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n_rows)
+
+    def next_rows(self) -> np.ndarray:
+        """The global batch's row ids; the last partial batch of an epoch is dropped."""
+        if self.index + self.global_batch > self.n_rows:
+            self.epoch, self.index = self.epoch + 1, 0
+        rows = self._order(self.epoch)[self.index: self.index + self.global_batch]
+        self.index += self.global_batch
+        return rows
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        rows = self.next_rows()[self.offset: self.offset + self.local]
+        return pack_rows(self.stream, rows, self.seq_len)
+
+    def __iter__(self):
+        return self
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index, "seed": self.seed, "n_rows": self.n_rows}
+
+    def restore(self, state: dict) -> None:
+        if state.get("n_rows") != self.n_rows:
+            raise UserError(f"the checkpoint's data position is for {state.get('n_rows')} rows, but the data now packs "
+                            f"into {self.n_rows}; the data or train.seq_len changed since the checkpoint was written. "
+                            "Resume with the same data, or start a new run dir with init_from.")
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+
+
+def eval_batches(stream: TokenStream, seq_len: int, global_batch: int, n_batches: int,
+                 process_index: int = 0, process_count: int = 1) -> list[dict[str, np.ndarray]]:
+    """A fixed list of held-out batches (rows in order, wrapping if the split is small)."""
+    n = num_rows(stream, seq_len)
+    if n == 0:
+        raise UserError(f"the evaluation split is shorter than one row of {seq_len} tokens; "
+                        "raise data.eval_fraction or lower train.seq_len.")
+    local = global_batch // process_count
+    out = []
+    for b in range(n_batches):
+        rows = (np.arange(global_batch) + b * global_batch) % n
+        out.append(pack_rows(stream, rows[process_index * local:(process_index + 1) * local], seq_len))
+    return out

@@ -1,0 +1,90 @@
+"""SentencePiece tokenizer: trained on the corpus, with reserved special tokens.
+
+Ids 0-3 are fixed (pad, unk, bos, eos); the chat roles and end-of-turn marker
+are reserved pieces, so later stages can build chat templates without
+retraining. Byte fallback makes every string round-trip exactly.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import sentencepiece as spm
+
+from jaxllm.errors import UserError
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+SPECIAL_PIECES = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+
+
+class Tokenizer:
+    """Thin wrapper over a SentencePiece model with the ids the trainer needs."""
+
+    def __init__(self, model_proto: bytes, name: str = "<memory>"):
+        self.name = name
+        self.model_proto = model_proto
+        try:
+            self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        except Exception as e:  # sentencepiece raises RuntimeError/OSError with C++ text
+            raise UserError(f"{name}: not a SentencePiece model ({e}).") from None
+        path = name
+        for want, got, name in ((PAD, self.sp.pad_id(), "pad"), (BOS, self.sp.bos_id(), "bos"), (EOS, self.sp.eos_id(), "eos")):
+            if got != want:
+                raise UserError(f"{path}: {name} id is {got}, expected {want}; jaxllm needs pad=0 unk=1 bos=2 eos=3 "
+                                "(train the tokenizer with `jaxllm tokenizer train`).")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Tokenizer":
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"tokenizer file not found: {path}. Train one with `jaxllm tokenizer train` "
+                            "or set data.tokenizer.path to an existing SentencePiece .model.")
+        return cls(path.read_bytes(), str(path))
+
+    def save(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(self.model_proto)
+        tmp.replace(path)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    bos_id, eos_id, pad_id = BOS, EOS, PAD
+
+    def encode(self, text: str | list[str]):
+        return self.sp.encode(text)
+
+    def decode(self, ids) -> str:
+        return self.sp.decode([int(i) for i in ids])
+
+    def piece_id(self, piece: str) -> int:
+        return self.sp.piece_to_id(piece)
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = 4096, model_type: str = "bpe",
+                    max_chars: int = 3_000_000) -> Tokenizer:
+    """Train on ``texts`` (up to ``max_chars``), in memory; deterministic for the same input."""
+    sample, total = [], 0
+    for t in texts:
+        if total >= max_chars:
+            break
+        sample.append(t)
+        total += len(t)
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(line for t in sample for line in t.split("\n") if line.strip()),
+            model_writer=model, vocab_size=vocab_size, model_type=model_type,
+            pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS, user_defined_symbols=SPECIAL_PIECES,
+            byte_fallback=True, character_coverage=1.0, hard_vocab_limit=False, split_digits=True, num_threads=1,
+            max_sentence_length=1 << 14, minloglevel=2, remove_extra_whitespaces=False,
+            normalization_rule_name="identity",
+        )
+    except RuntimeError as e:
+        raise UserError(f"SentencePiece training failed: {e}. With little text, lower data.tokenizer.vocab_size.") from None
+    return Tokenizer(model.getvalue(), "<trained>")

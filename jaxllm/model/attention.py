@@ -1,0 +1,76 @@
+"""Causal self-attention with grouped-query heads and packed-segment masking.
+
+Two kernels behind one signature: ``xla`` (einsum + float32 softmax; any
+backend) and ``cudnn`` (`jax.nn.dot_product_attention`'s fused GPU kernel).
+A query attends to key ``j`` only if ``j <= i`` and both belong to the same
+segment, so packed documents never see each other.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxllm.model.layers import Dense, constrain, rope
+from jaxllm.model.spec import ModelSpec
+
+_NEG = -1e30  # finite, so a row never becomes NaN
+
+
+def attention_mask(segment_ids: jax.Array | None, q_len: int, kv_len: int) -> jax.Array:
+    """Boolean ``[B|1, 1, Lq, Lk]``: causal, and same segment when ``segment_ids [B, L]`` is given."""
+    causal = jnp.arange(kv_len)[None, :] <= jnp.arange(q_len)[:, None] + (kv_len - q_len)
+    mask = causal[None, None]
+    if segment_ids is not None:
+        same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+        mask = mask & same
+    return mask
+
+
+def xla_attention(q, k, v, mask) -> jax.Array:
+    """``q [B,L,H,D]``, ``k/v [B,S,K,D]`` with ``H % K == 0``; ``mask [B|1,1,L,S]`` -> ``[B,L,H,D]``."""
+    b, l, h, d = q.shape
+    kv_heads = k.shape[2]
+    q = q.reshape(b, l, kv_heads, h // kv_heads, d)  # group query heads per kv head
+    scores = jnp.einsum("blkgd,bskd->bkgls", q, k, preferred_element_type=jnp.float32) * (d ** -0.5)
+    scores = jnp.where(mask[:, :, None], scores, _NEG)  # mask [B,1,1,L,S]
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgls,bskd->blkgd", probs, v)
+    return out.reshape(b, l, h, d)
+
+
+def cudnn_attention(q, k, v, segment_ids) -> jax.Array:
+    """cuDNN fused attention (GPU only); segments enter as an explicit mask."""
+    mask = None
+    if segment_ids is not None:
+        mask = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation="cudnn")
+
+
+class Attention(nn.Module):
+    """Multi-head / grouped-query causal self-attention: ``[B, L, embed] -> [B, L, embed]``."""
+
+    spec: ModelSpec
+
+    @nn.compact
+    def __call__(self, x, positions, segment_ids):
+        s = self.spec
+        b, l, _ = x.shape
+        q = Dense(s.n_heads * s.head_dim, ("embed", "heads"), s, name="q")(x)
+        k = Dense(s.n_kv_heads * s.head_dim, ("embed", "kv_heads"), s, name="k")(x)
+        v = Dense(s.n_kv_heads * s.head_dim, ("embed", "kv_heads"), s, name="v")(x)
+        q = q.reshape(b, l, s.n_heads, s.head_dim)
+        k = k.reshape(b, l, s.n_kv_heads, s.head_dim)
+        v = v.reshape(b, l, s.n_kv_heads, s.head_dim)
+        if s.family == "llama":
+            q = rope(q, positions, s.rope_theta)
+            k = rope(k, positions, s.rope_theta)
+        q = constrain(q, ("act_batch", "act_length", "act_heads", "act_kv"))
+        if s.attention == "cudnn":
+            out = cudnn_attention(q, k, v, segment_ids)
+        else:
+            out = xla_attention(q, k, v, attention_mask(segment_ids, l, l))
+        out = constrain(out, ("act_batch", "act_length", "act_heads", "act_kv"))
+        out = out.reshape(b, l, s.n_heads * s.head_dim)
+        return Dense(s.d_model, ("heads", "embed"), s, std=s.init_std / (2 * s.n_layers) ** 0.5, name="o")(out)

@@ -1,0 +1,95 @@
+"""`ModelSpec`: a model config with every default resolved to a concrete value.
+
+The Flax modules take this frozen (hashable) spec, so they never re-derive
+family defaults, vocab padding or the compute dtype themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+from jaxllm.config.schema import ModelConfig
+from jaxllm.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    family: str
+    vocab_size: int
+    n_layers: int
+    d_model: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    d_ff: int
+    max_seq_len: int
+    norm_eps: float
+    rope_theta: float
+    tie_embeddings: bool
+    use_bias: bool
+    dropout: float
+    init_std: float
+    param_dtype: str
+    dtype: str
+    attention: str
+    remat: str
+    scan_layers: bool
+
+    @property
+    def jnp_dtype(self):
+        return jnp.dtype(self.dtype)
+
+    @property
+    def jnp_param_dtype(self):
+        return jnp.dtype(self.param_dtype)
+
+
+def _default_d_ff(family: str, d_model: int) -> int:
+    if family == "gpt2":
+        return 4 * d_model
+    return int(math.ceil(8 * d_model / 3 / 64) * 64)  # SwiGLU keeps ~the same params as a 4x GELU MLP
+
+
+def resolve_spec(cfg: ModelConfig, tokenizer_vocab: int | None = None, backend: str | None = None) -> ModelSpec:
+    """Fill family defaults, vocab size (from the tokenizer when null), dtype and attention by backend."""
+    backend = backend or jax.default_backend()
+    vocab = cfg.vocab_size
+    if vocab is None:
+        if tokenizer_vocab is None:
+            raise ConfigError("model.vocab_size is null and there is no tokenizer to take it from; set model.vocab_size.")
+        vocab = int(math.ceil(tokenizer_vocab / cfg.vocab_multiple) * cfg.vocab_multiple)
+    elif tokenizer_vocab is not None and tokenizer_vocab > vocab:
+        raise ConfigError(f"model.vocab_size = {vocab} is smaller than the tokenizer's {tokenizer_vocab} pieces; "
+                          "raise model.vocab_size, set it to null, or use a smaller data.tokenizer.vocab_size.")
+    dtype = cfg.dtype if cfg.dtype != "auto" else ("float32" if backend == "cpu" else "bfloat16")
+    attention = cfg.attention if cfg.attention != "auto" else ("cudnn" if backend == "gpu" else "xla")
+    if attention == "cudnn" and backend != "gpu":
+        raise ConfigError(f"model.attention = 'cudnn' needs a GPU, but JAX's backend is {backend!r}; "
+                          "use model.attention=xla or auto.")
+    is_gpt2 = cfg.family == "gpt2"
+    return ModelSpec(
+        family=cfg.family,
+        vocab_size=vocab,
+        n_layers=cfg.n_layers,
+        d_model=cfg.d_model,
+        n_heads=cfg.n_heads,
+        n_kv_heads=cfg.n_kv_heads or cfg.n_heads,
+        head_dim=cfg.head_dim or cfg.d_model // cfg.n_heads,
+        d_ff=cfg.d_ff or _default_d_ff(cfg.family, cfg.d_model),
+        max_seq_len=cfg.max_seq_len,
+        norm_eps=cfg.norm_eps,
+        rope_theta=cfg.rope_theta,
+        tie_embeddings=is_gpt2 if cfg.tie_embeddings is None else cfg.tie_embeddings,
+        use_bias=is_gpt2 if cfg.use_bias is None else cfg.use_bias,
+        dropout=cfg.dropout,
+        init_std=cfg.init_std,
+        param_dtype=cfg.param_dtype,
+        dtype=dtype,
+        attention=attention,
+        remat=cfg.remat,
+        scan_layers=cfg.scan_layers,
+    )

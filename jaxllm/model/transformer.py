@@ -1,0 +1,119 @@
+"""Decoder-only Transformer, GPT-2 or Llama family, chosen by `ModelSpec.family`.
+
+Notable features:
+- returns logits ``[B, L, vocab]`` (float32) or final hidden states; never a loss,
+  so pre-training, SFT, reward and PPO heads reuse the same trunk;
+- packed sequences: ``positions`` restart per document and ``segment_ids`` stop
+  attention across documents;
+- blocks stacked with ``nn.scan`` (one compiled block, params get a leading
+  ``layers`` axis) or unrolled; rematerialisation policy by config;
+- every parameter and large activation carries logical axis names.
+
+Usage: ``Transformer(spec).apply({"params": params}, tokens)``.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxllm.model.attention import Attention
+from jaxllm.model.layers import Dense, Mlp, Norm, constrain
+from jaxllm.model.spec import ModelSpec
+
+_REMAT_POLICIES = {
+    "full": None,  # save nothing, recompute the whole block in the backward pass
+    "save_dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``. ``[B, L, embed]``."""
+
+    spec: ModelSpec
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x, positions, segment_ids):
+        drop = nn.Dropout(self.spec.dropout, deterministic=self.deterministic)
+        h = Attention(self.spec, name="attn")(Norm(self.spec, name="attn_norm")(x), positions, segment_ids)
+        x = x + drop(h)
+        h = Mlp(self.spec, name="mlp")(Norm(self.spec, name="mlp_norm")(x))
+        x = x + drop(h)
+        return constrain(x, ("act_batch", "act_length", "act_embed"))
+
+
+class _ScanBlock(Block):
+    """`Block` with the ``(carry, xs) -> (carry, ys)`` signature that ``nn.scan`` needs."""
+
+    @nn.compact
+    def __call__(self, x, positions, segment_ids):  # noqa: D401 - same as Block
+        return super().__call__(x, positions, segment_ids), None
+
+
+def _stack(spec: ModelSpec, deterministic: bool):
+    """The n_layers blocks as one callable ``(x, positions, segment_ids) -> x``."""
+    if spec.scan_layers:
+        block_cls = _ScanBlock
+        if spec.remat != "none":
+            block_cls = nn.remat(block_cls, policy=_REMAT_POLICIES[spec.remat], prevent_cse=False)
+        scanned = nn.scan(
+            block_cls,
+            variable_axes={"params": 0},
+            split_rngs={"params": True, "dropout": True},
+            in_axes=(nn.broadcast, nn.broadcast),
+            length=spec.n_layers,
+            metadata_params={nn.PARTITION_NAME: "layers"},
+        )(spec, deterministic, name="blocks")
+        return lambda x, p, s: scanned(x, p, s)[0]
+
+    block_cls = Block
+    if spec.remat != "none":
+        block_cls = nn.remat(block_cls, policy=_REMAT_POLICIES[spec.remat])
+    blocks = [block_cls(spec, deterministic, name=f"block_{i}") for i in range(spec.n_layers)]
+
+    def run(x, p, s):
+        for blk in blocks:
+            x = blk(x, p, s)
+        return x
+
+    return run
+
+
+class Transformer(nn.Module):
+    """``tokens [B, L] -> logits [B, L, vocab]`` (or hidden states ``[B, L, embed]``)."""
+
+    spec: ModelSpec
+
+    @nn.compact
+    def __call__(self, tokens, positions=None, segment_ids=None, *, deterministic: bool = True,
+                 output: str = "logits"):
+        s = self.spec
+        b, l = tokens.shape
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32)[None], (b, l))
+        embedding = self.param("embed", nn.with_logical_partitioning(nn.initializers.normal(s.init_std), ("vocab", "embed")),
+                               (s.vocab_size, s.d_model), s.jnp_param_dtype)
+        x = jnp.take(embedding, tokens, axis=0).astype(s.jnp_dtype)
+        if s.family == "gpt2":
+            pos_table = self.param("pos_embed", nn.with_logical_partitioning(nn.initializers.normal(s.init_std / 2), ("positions", "embed")),
+                                   (s.max_seq_len, s.d_model), s.jnp_param_dtype)
+            x = x + jnp.take(pos_table, positions, axis=0).astype(s.jnp_dtype)
+        x = nn.Dropout(s.dropout, deterministic=deterministic)(x)
+        x = constrain(x, ("act_batch", "act_length", "act_embed"))
+
+        x = _stack(s, deterministic)(x, positions, segment_ids)
+        x = Norm(s, name="final_norm")(x)
+        if output == "hidden":
+            return x
+        if s.tie_embeddings:
+            logits = jnp.einsum("bld,vd->blv", x, embedding.astype(s.jnp_dtype))
+        else:
+            logits = Dense(s.vocab_size, ("embed", "vocab"), s, name="lm_head")(x)
+        logits = constrain(logits, ("act_batch", "act_length", "act_vocab"))
+        return logits.astype(jnp.float32)
+
+
+def param_count(params) -> int:
+    return sum(int(x.size) for x in jax.tree.leaves(params))

@@ -1,0 +1,43 @@
+"""Logical axis names -> mesh shardings, and global batches from per-process data."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+def rules_tuple(rules: list) -> tuple:
+    """Config rules (lists from YAML) as the tuple-of-tuples Flax expects."""
+    return tuple((name, tuple(t) if isinstance(t, list) else t) for name, t in rules)
+
+
+def logical_to_shardings(abstract_boxed, mesh: Mesh, rules: list):
+    """Shardings for a tree whose leaves are boxed with logical names (scalars replicate)."""
+    specs = nn.get_partition_spec(abstract_boxed)
+    return nn.logical_to_mesh_sharding(specs, mesh, rules_tuple(rules))
+
+
+def batch_sharding(mesh: Mesh, rules: list, ndim: int) -> NamedSharding:
+    """Sharding of a ``[batch, ...]`` array: the batch dim over ``act_batch``'s mesh axes."""
+    spec = nn.logical_to_mesh_axes(("act_batch",) + (None,) * (ndim - 1), rules_tuple(rules))
+    return NamedSharding(mesh, P(*spec))
+
+
+def batch_divisor(mesh: Mesh, rules: list) -> int:
+    """How many ways the batch dim is split (the global batch must divide by it)."""
+    axes = nn.logical_to_mesh_axes(("act_batch",), rules_tuple(rules))[0]
+    if axes is None:
+        return 1
+    axes = (axes,) if isinstance(axes, str) else axes
+    return int(np.prod([mesh.shape[a] for a in axes]))
+
+
+def global_batch(local: dict[str, np.ndarray], mesh: Mesh, rules: list) -> dict[str, jax.Array]:
+    """Assemble each process's rows ``[local_batch, ...]`` into global sharded arrays."""
+    out = {}
+    for k, v in local.items():
+        sharding = batch_sharding(mesh, rules, v.ndim)
+        out[k] = jax.make_array_from_process_local_data(sharding, v)
+    return out

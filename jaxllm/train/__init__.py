@@ -1,0 +1,1 @@
+"""Train state and optimizer, the jitted step, the loop, checkpoints and metrics."""

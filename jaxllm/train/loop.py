@@ -1,0 +1,232 @@
+"""The trainer loop: one loop for every objective.
+
+Numbered as it runs:
+1. check everything a user can get wrong (config, mesh, data, init_from) before
+   writing anything;
+2. build tokenizer, model spec, objective (batch source + loss), optimizer;
+3. initialise sharded (or resume from the run dir's latest checkpoint; or take
+   parameters from ``init_from``);
+4. compile the step ahead of time and report mesh, parameters and per-device memory;
+5. loop: global batch -> step -> log / eval / checkpoint; SIGTERM saves and stops;
+6. final eval, checkpoint and a text sample.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+import threading
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxllm.config import dump_yaml, to_dict
+from jaxllm.config.schema import Config
+from jaxllm.data.prepare import get_tokenizer, load_corpus
+from jaxllm.errors import ConfigError, UserError
+from jaxllm.model import Transformer, param_count, resolve_spec
+from jaxllm.model.flops import train_flops_per_token
+from jaxllm.model.sample import sample_tokens
+from jaxllm.objectives import build_objective
+from jaxllm.parallel.mesh import describe, make_mesh
+from jaxllm.parallel.sharding import batch_divisor, global_batch
+from jaxllm.train.checkpoint import Checkpointer, load_params
+from jaxllm.train.metrics import MetricsLogger, Progress, peak_flops_per_device
+from jaxllm.train.optimizer import make_optimizer
+from jaxllm.train.state import sharded_init
+from jaxllm.train.step import jit_eval_step, jit_train_step, make_eval_step, make_train_step, mesh_context
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: object
+    history: list[dict]
+    eval: dict
+    sample: str | None
+    run_dir: Path
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks between steps (save, then exit)."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def restore(self):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def _check_init_from(path: str | None) -> None:
+    if path and not Path(path).exists():
+        raise UserError(f"init_from = {path!r}: no such directory. Give a run dir, its checkpoints/ dir or checkpoints/<step>.")
+
+
+def _unsharded_report(state_shardings, abstract, mesh) -> list[str]:
+    """Large parameters replicated on a mesh that could shard them (a sign of a missing rule)."""
+    if mesh.shape["fsdp"] * mesh.shape["tensor"] == 1:
+        return []
+    out = []
+    for (path, sh), a in zip(jax.tree_util.tree_flatten_with_path(state_shardings.params)[0],
+                             jax.tree.leaves(abstract.params)):
+        if a.size >= 1 << 16 and all(s is None for s in sh.spec):
+            out.append("/".join(str(getattr(k, "key", k)) for k in path))
+    return out
+
+
+def _memory_line(compiled) -> str:
+    try:
+        m = compiled.memory_analysis()
+        total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+        return (f"compiled step memory per device: {total / 2**20:.1f} MiB "
+                f"(arguments {m.argument_size_in_bytes / 2**20:.1f}, temporaries {m.temp_size_in_bytes / 2**20:.1f})")
+    except Exception as e:  # not every backend implements it
+        return f"compiled step memory per device: unavailable ({type(e).__name__})"
+
+
+def _evaluate(eval_fn, params, batches, mesh, rules) -> dict:
+    sums = None
+    for b in batches:
+        out = jax.device_get(eval_fn(params, global_batch(b, mesh, rules)))
+        sums = out if sums is None else jax.tree.map(np.add, sums, out)
+    loss_sum, denom, metrics = sums
+    loss = float(loss_sum / max(denom, 1e-9))
+    res = {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0))}
+    res.update({f"eval_{k}": float(s / max(c, 1e-9)) for k, (s, c) in metrics.items()})
+    return res
+
+
+def train(cfg: Config, devices=None) -> TrainResult:
+    rules, t = cfg.mesh.rules, cfg.train
+    pi, pc = jax.process_index(), jax.process_count()
+    is_main = pi == 0
+
+    # 1. user-facing checks, nothing written yet
+    mesh = make_mesh(cfg.mesh, devices)
+    div = batch_divisor(mesh, rules)
+    if (t.batch_size // t.grad_accum) % div:
+        raise ConfigError(f"train.batch_size / train.grad_accum = {t.batch_size // t.grad_accum} sequences per micro-batch "
+                          f"cannot split over the {div} batch shards of the mesh; make it a multiple of {div}.")
+    _check_init_from(cfg.init_from)
+    corpus = load_corpus(cfg)
+    run_dir = Path(cfg.run.dir)
+
+    # 2. tokenizer, model, objective, optimizer
+    tokenizer = get_tokenizer(cfg, run_dir, corpus.train_docs)
+    spec = resolve_spec(cfg.model, tokenizer.vocab_size)
+    model = Transformer(spec)
+    objective = build_objective(cfg.objective.name, cfg, model, tokenizer, corpus, pi, pc)
+    tx, schedule = make_optimizer(cfg.optimizer, t.steps)
+
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+        if not (run_dir / "tokenizer.model").exists() and not cfg.data.tokenizer.path:
+            tokenizer.save(run_dir / "tokenizer.model")
+    progress_log = Progress(t.steps, 0, "off", is_main)
+    progress_log.write(describe(mesh))
+
+    with mesh_context(mesh, rules):
+        # 3. state: resume, init_from, or fresh
+        init, shardings, abstract = sharded_init(model, tx, t.seq_len, mesh, rules)
+        ckpt = Checkpointer(run_dir / "checkpoints", cfg.checkpoint) if cfg.checkpoint.enabled else None
+        latest = ckpt.latest_step() if ckpt else None
+        if latest is not None:
+            state, data_state = ckpt.restore(abstract, latest)
+            objective.train_batches.restore(data_state)
+            progress_log.write(f"resumed from {run_dir / 'checkpoints'} at step {latest}")
+        else:
+            state = init(jax.random.PRNGKey(cfg.seed))
+            if cfg.init_from:
+                state = state.replace(params=load_params(cfg.init_from, abstract.params))
+                progress_log.write(f"parameters taken from {cfg.init_from}")
+        start = int(jax.device_get(state.step))
+
+        # 4. compile ahead of time, report
+        first = next(objective.train_batches)
+        step_fn = jit_train_step(make_train_step(objective.loss, tx, schedule, t.grad_accum, objective.frozen,
+                                                 dropout=spec.dropout > 0), mesh, rules, shardings, first)
+        eval_fn = jit_eval_step(make_eval_step(objective.loss, objective.frozen), mesh, rules, shardings.params,
+                                objective.eval_batches[0])
+        batch = global_batch(first, mesh, rules)
+        t0 = time.perf_counter()
+        compiled = step_fn.lower(state, batch).compile()
+        n_params = param_count(abstract.params)
+        flops_tok = train_flops_per_token(spec, t.seq_len)
+        peak, peak_src = peak_flops_per_device(t.peak_flops_per_device)
+        progress_log.write(f"model: {spec.family}, {n_params / 1e6:.2f}M parameters, {spec.n_layers} layers x {spec.d_model}, "
+                           f"vocab {spec.vocab_size}, compute {spec.dtype}, attention {spec.attention}; "
+                           f"{flops_tok / 1e6:.1f} MFLOP per trained token")
+        progress_log.write(f"compiled train step in {time.perf_counter() - t0:.1f}s; {_memory_line(compiled)}")
+        progress_log.write(f"peak {peak / 1e12:.3g} TFLOP/s per device ({peak_src})")
+        for name in _unsharded_report(shardings, abstract, mesh):
+            progress_log.write(f"warning: parameter {name} is replicated on every device; add a mesh.rules entry to shard it")
+
+        # 5. the loop
+        logger = MetricsLogger(run_dir, cfg.log.tensorboard, is_main)
+        stop = min(t.stop_at_step or t.steps, t.steps)
+        progress = Progress(t.steps, start, t.progress, is_main)
+        preempt = _Preemption()
+        history, last_eval = [], {}
+        n_dev = mesh.devices.size
+        t_last, steps_since = time.perf_counter(), 0
+        config_dict = to_dict(cfg)
+        step = start
+        try:
+            while step < stop:
+                if batch is None:  # fetched here, so a checkpoint's data position counts only consumed batches
+                    batch = global_batch(next(objective.train_batches), mesh, rules)
+                state, metrics = compiled(state, batch)
+                batch = None
+                step += 1
+                steps_since += 1
+                if step % t.log_every == 0 or step == stop:
+                    m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    dt = time.perf_counter() - t_last
+                    tok_s = objective.tokens_per_step * steps_since / dt
+                    m.update(step_time=dt / steps_since, tokens_per_s=tok_s, tokens_per_s_per_device=tok_s / n_dev,
+                             mfu=tok_s * flops_tok / (peak * n_dev))
+                    m.pop("denominator", None)
+                    logger.log(step, m)
+                    history.append({"step": step, **m})
+                    progress.update(steps_since, f"loss {m['loss']:.3f}")
+                    if progress.bar is None:
+                        progress.write(f"step {step:>6}  loss {m['loss']:.4f}  gnorm {m['grad_norm']:.3f}  lr {m['lr']:.2e}  "
+                                       f"{tok_s:,.0f} tok/s  mfu {m['mfu']:.1%}")
+                    t_last, steps_since = time.perf_counter(), 0
+                if (t.eval_every and step % t.eval_every == 0) or step == stop:
+                    last_eval = _evaluate(eval_fn, state.params, objective.eval_batches, mesh, rules)
+                    logger.log(step, last_eval)
+                    progress.write(f"step {step:>6}  eval loss {last_eval['eval_loss']:.4f}  ppl {last_eval['eval_ppl']:.2f}")
+                    t_last = time.perf_counter()  # keep eval time out of the throughput figures
+                if ckpt and (step % cfg.checkpoint.every == 0 or step == stop or preempt.requested):
+                    ckpt.save(state, objective.train_batches.state(), config_dict)
+                if preempt.requested:
+                    progress.write(f"SIGTERM: saved step {step}, stopping")
+                    break
+        finally:
+            preempt.restore()
+            progress.close()
+            logger.close()
+            if ckpt:
+                ckpt.close()
+
+        # 6. a sample of what the model writes now
+        text = None
+        if t.sample_tokens and not preempt.requested:
+            prompt = [tokenizer.bos_id] + tokenizer.encode(t.sample_prompt)
+            max_len = min(spec.max_seq_len, t.seq_len)
+            out = sample_tokens(model, state.params, prompt, t.sample_tokens, jax.random.PRNGKey(cfg.seed + 1),
+                                t.sample_temperature, tokenizer.eos_id, max_len)
+            text = tokenizer.decode(out[1:])
+            progress_log.write(f"sample ({t.sample_tokens} tokens, temperature {t.sample_temperature}):\n{text}")
+    return TrainResult(state, history, last_eval, text, run_dir)

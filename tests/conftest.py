@@ -1,0 +1,34 @@
+"""Test set-up: 8 fake CPU devices (set before JAX is imported) and small config helpers."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def tiny_overrides(run_dir, *extra, model="tiny"):
+    """Overrides for a fast end-to-end run on a small slice of the built-in corpus."""
+    return [
+        f"run.dir={run_dir}", "data.builtin_chars=60000", "data.tokenizer.vocab_size=400", "data.eval_fraction=0.05",
+        "train.seq_len=32", "train.batch_size=8", "train.log_every=1", "train.eval_every=0", "train.eval_batches=1",
+        "train.sample_tokens=0", "train.progress=off", "optimizer.warmup_steps=2", "log.tensorboard=false",
+        *extra,
+    ]
+
+
+def tiny_config(run_dir, *extra, model="tiny"):
+    from jaxllm.config import load_config
+
+    return load_config(ROOT / "configs" / "model" / f"{model}.yaml", tiny_overrides(run_dir, *extra))
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return lambda *extra, model="tiny": tiny_config(tmp_path / "run", *extra, model=model)
