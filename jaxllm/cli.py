@@ -2,6 +2,7 @@
 
     jaxllm train CONFIG [key=value ...]      train (resumes if the run dir has checkpoints)
     jaxllm config show CONFIG [key=value ...] print the resolved config
+    jaxllm config docs                       print the configuration reference (docs/CONFIG.md)
     jaxllm tokenizer train CONFIG [key=value ...] [--out PATH]
                                              train the SentencePiece tokenizer on the configured data
 
@@ -45,6 +46,13 @@ def cmd_config_show(args) -> int:
     return 0
 
 
+def cmd_config_docs(args) -> int:
+    from jaxllm.config.docs import config_markdown
+
+    print(config_markdown(), end="")
+    return 0
+
+
 def cmd_tokenizer_train(args) -> int:
     from pathlib import Path
 
@@ -78,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     show = cf_sub.add_parser("show", help="print the resolved config")
     show.add_argument("items", nargs="*", metavar="CONFIG [key=value ...]")
     show.set_defaults(fn=cmd_config_show)
+    docs = cf_sub.add_parser("docs", help="print the configuration reference (docs/CONFIG.md) as Markdown")
+    docs.set_defaults(fn=cmd_config_docs)
 
     tk = sub.add_parser("tokenizer", help="tokenizer tools")
     tk_sub = tk.add_subparsers(dest="tokenizer_command", required=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +27,12 @@ def _expand(paths: list[str]) -> list[Path]:
 
 
 def read_text(path: Path) -> list[str]:
-    """Documents are blocks separated by blank lines; a file without blank lines is one document."""
+    """Documents are blocks separated by blank (or whitespace-only) lines; none means one document."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text ({e}); convert it or clean it first.") from None
-    blocks = [b.strip() for b in text.split("\n\n")]
+    blocks = [b.strip() for b in re.split(r"\n[ \t\r]*\n", text)]  # "blank" lines may hold spaces (WikiText)
     return [b for b in blocks if b]
 
 

@@ -22,6 +22,12 @@ from jaxllm.train.state import TrainState
 _ITEMS = ("params", "train", "data", "config")
 
 
+def _handlers() -> dict:
+    """Handlers named up front, so metadata can be read before any restore."""
+    return {"params": ocp.StandardCheckpointHandler(), "train": ocp.StandardCheckpointHandler(),
+            "data": ocp.JsonCheckpointHandler(), "config": ocp.JsonCheckpointHandler()}
+
+
 class Checkpointer:
     def __init__(self, directory: Path, cfg: CheckpointConfig):
         self.cfg = cfg
@@ -29,7 +35,7 @@ class Checkpointer:
             max_to_keep=cfg.keep, keep_period=cfg.keep_every, enable_async_checkpointing=cfg.async_save,
             create=True,
         )
-        self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options, item_names=_ITEMS)
+        self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options, item_handlers=_handlers())
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -104,7 +110,7 @@ def load_params(path: str, abstract_params):
     if not p.exists():
         raise UserError(f"init_from = {path!r}: no such directory. Give a run dir, its checkpoints/ dir or checkpoints/<step>.")
     directory, step = _find_checkpoint_dir(p)
-    manager = ocp.CheckpointManager(directory.absolute(), item_names=_ITEMS,
+    manager = ocp.CheckpointManager(directory.absolute(), item_handlers=_handlers(),
                                     options=ocp.CheckpointManagerOptions(read_only=True, create=False))
     step = manager.latest_step() if step is None else step
     if step is None or step not in manager.all_steps():

@@ -105,12 +105,25 @@ def _evaluate(eval_fn, params, batches, mesh, rules) -> dict:
     return res
 
 
-def train(cfg: Config, devices=None) -> TrainResult:
-    rules, t = cfg.mesh.rules, cfg.train
-    pi, pc = jax.process_index(), jax.process_count()
-    is_main = pi == 0
+@dataclasses.dataclass
+class _Run:
+    """What steps 1-2 build: everything the loop needs besides the state."""
 
-    # 1. user-facing checks, nothing written yet
+    cfg: Config
+    mesh: object
+    run_dir: Path
+    tokenizer: object
+    spec: object
+    model: Transformer
+    objective: object
+    tx: object
+    schedule: object
+    say: Progress  # prints on process 0 only
+
+
+def _prepare(cfg: Config, devices) -> _Run:
+    """Steps 1-2: every check a user can fail runs before the run dir is touched."""
+    rules, t = cfg.mesh.rules, cfg.train
     mesh = make_mesh(cfg.mesh, devices)
     div = batch_divisor(mesh, rules)
     if (t.batch_size // t.grad_accum) % div:
@@ -119,114 +132,135 @@ def train(cfg: Config, devices=None) -> TrainResult:
     _check_init_from(cfg.init_from)
     corpus = load_corpus(cfg)
     run_dir = Path(cfg.run.dir)
-
-    # 2. tokenizer, model, objective, optimizer
     tokenizer = get_tokenizer(cfg, run_dir, corpus.train_docs)
     spec = resolve_spec(cfg.model, tokenizer.vocab_size)
     model = Transformer(spec)
-    objective = build_objective(cfg.objective.name, cfg, model, tokenizer, corpus, pi, pc)
+    objective = build_objective(cfg.objective.name, cfg, model, tokenizer, corpus, jax.process_index(), jax.process_count())
     tx, schedule = make_optimizer(cfg.optimizer, t.steps)
 
+    is_main = jax.process_index() == 0
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_yaml(cfg))
         if not (run_dir / "tokenizer.model").exists() and not cfg.data.tokenizer.path:
             tokenizer.save(run_dir / "tokenizer.model")
-    progress_log = Progress(t.steps, 0, "off", is_main)
-    progress_log.write(describe(mesh))
+    say = Progress(t.steps, 0, "off", is_main)
+    say.write(describe(mesh))
+    return _Run(cfg, mesh, run_dir, tokenizer, spec, model, objective, tx, schedule, say)
 
-    with mesh_context(mesh, rules):
-        # 3. state: resume, init_from, or fresh
-        init, shardings, abstract = sharded_init(model, tx, t.seq_len, mesh, rules)
-        ckpt = Checkpointer(run_dir / "checkpoints", cfg.checkpoint) if cfg.checkpoint.enabled else None
-        latest = ckpt.latest_step() if ckpt else None
-        if latest is not None:
-            state, data_state = ckpt.restore(abstract, latest)
-            objective.train_batches.restore(data_state)
-            progress_log.write(f"resumed from {run_dir / 'checkpoints'} at step {latest}")
-        else:
-            state = init(jax.random.PRNGKey(cfg.seed))
-            if cfg.init_from:
-                state = state.replace(params=load_params(cfg.init_from, abstract.params))
-                progress_log.write(f"parameters taken from {cfg.init_from}")
-        start = int(jax.device_get(state.step))
 
-        # 4. compile ahead of time, report
-        first = next(objective.train_batches)
-        step_fn = jit_train_step(make_train_step(objective.loss, tx, schedule, t.grad_accum, objective.frozen,
-                                                 dropout=spec.dropout > 0), mesh, rules, shardings, first)
-        eval_fn = jit_eval_step(make_eval_step(objective.loss, objective.frozen), mesh, rules, shardings.params,
-                                objective.eval_batches[0])
-        batch = global_batch(first, mesh, rules)
-        t0 = time.perf_counter()
-        compiled = step_fn.lower(state, batch).compile()
-        n_params = param_count(abstract.params)
-        flops_tok = train_flops_per_token(spec, t.seq_len)
-        peak, peak_src = peak_flops_per_device(t.peak_flops_per_device)
-        progress_log.write(f"model: {spec.family}, {n_params / 1e6:.2f}M parameters, {spec.n_layers} layers x {spec.d_model}, "
-                           f"vocab {spec.vocab_size}, compute {spec.dtype}, attention {spec.attention}; "
-                           f"{flops_tok / 1e6:.1f} MFLOP per trained token")
-        progress_log.write(f"compiled train step in {time.perf_counter() - t0:.1f}s; {_memory_line(compiled)}")
-        progress_log.write(f"peak {peak / 1e12:.3g} TFLOP/s per device ({peak_src})")
-        for name in _unsharded_report(shardings, abstract, mesh):
-            progress_log.write(f"warning: parameter {name} is replicated on every device; add a mesh.rules entry to shard it")
+def _initial_state(r: _Run):
+    """Step 3: resume from the run dir, else a fresh sharded init (with ``init_from`` parameters)."""
+    cfg = r.cfg
+    init, shardings, abstract = sharded_init(r.model, r.tx, cfg.train.seq_len, r.mesh, cfg.mesh.rules)
+    ckpt = Checkpointer(r.run_dir / "checkpoints", cfg.checkpoint) if cfg.checkpoint.enabled else None
+    latest = ckpt.latest_step() if ckpt else None
+    if latest is not None:
+        state, data_state = ckpt.restore(abstract, latest)
+        r.objective.train_batches.restore(data_state)
+        r.say.write(f"resumed from {r.run_dir / 'checkpoints'} at step {latest}")
+    else:
+        state = init(jax.random.PRNGKey(cfg.seed))
+        if cfg.init_from:
+            state = state.replace(params=load_params(cfg.init_from, abstract.params))
+            r.say.write(f"parameters taken from {cfg.init_from}")
+    return state, shardings, abstract, ckpt
 
-        # 5. the loop
-        logger = MetricsLogger(run_dir, cfg.log.tensorboard, is_main)
-        stop = min(t.stop_at_step or t.steps, t.steps)
-        progress = Progress(t.steps, start, t.progress, is_main)
-        preempt = _Preemption()
-        history, last_eval = [], {}
-        n_dev = mesh.devices.size
-        t_last, steps_since = time.perf_counter(), 0
-        config_dict = to_dict(cfg)
-        step = start
-        try:
-            while step < stop:
-                if batch is None:  # fetched here, so a checkpoint's data position counts only consumed batches
-                    batch = global_batch(next(objective.train_batches), mesh, rules)
-                state, metrics = compiled(state, batch)
-                batch = None
-                step += 1
-                steps_since += 1
-                if step % t.log_every == 0 or step == stop:
-                    m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                    dt = time.perf_counter() - t_last
-                    tok_s = objective.tokens_per_step * steps_since / dt
-                    m.update(step_time=dt / steps_since, tokens_per_s=tok_s, tokens_per_s_per_device=tok_s / n_dev,
-                             mfu=tok_s * flops_tok / (peak * n_dev))
-                    m.pop("denominator", None)
-                    logger.log(step, m)
-                    history.append({"step": step, **m})
-                    progress.update(steps_since, f"loss {m['loss']:.3f}")
-                    if progress.bar is None:
-                        progress.write(f"step {step:>6}  loss {m['loss']:.4f}  gnorm {m['grad_norm']:.3f}  lr {m['lr']:.2e}  "
-                                       f"{tok_s:,.0f} tok/s  mfu {m['mfu']:.1%}")
-                    t_last, steps_since = time.perf_counter(), 0
-                if (t.eval_every and step % t.eval_every == 0) or step == stop:
-                    last_eval = _evaluate(eval_fn, state.params, objective.eval_batches, mesh, rules)
-                    logger.log(step, last_eval)
-                    progress.write(f"step {step:>6}  eval loss {last_eval['eval_loss']:.4f}  ppl {last_eval['eval_ppl']:.2f}")
-                    t_last = time.perf_counter()  # keep eval time out of the throughput figures
-                if ckpt and (step % cfg.checkpoint.every == 0 or step == stop or preempt.requested):
-                    ckpt.save(state, objective.train_batches.state(), config_dict)
-                if preempt.requested:
-                    progress.write(f"SIGTERM: saved step {step}, stopping")
-                    break
-        finally:
-            preempt.restore()
-            progress.close()
-            logger.close()
-            if ckpt:
-                ckpt.close()
 
-        # 6. a sample of what the model writes now
-        text = None
-        if t.sample_tokens and not preempt.requested:
-            prompt = [tokenizer.bos_id] + tokenizer.encode(t.sample_prompt)
-            max_len = min(spec.max_seq_len, t.seq_len)
-            out = sample_tokens(model, state.params, prompt, t.sample_tokens, jax.random.PRNGKey(cfg.seed + 1),
-                                t.sample_temperature, tokenizer.eos_id, max_len)
-            text = tokenizer.decode(out[1:])
-            progress_log.write(f"sample ({t.sample_tokens} tokens, temperature {t.sample_temperature}):\n{text}")
-    return TrainResult(state, history, last_eval, text, run_dir)
+def _compile(r: _Run, state, shardings, abstract, first_batch):
+    """Step 4: ahead-of-time compile of train and eval steps, and the pre-flight report.
+
+    Also returns the seconds one step would take at peak FLOP/s on all devices (MFU = that / step time).
+    """
+    rules, t, spec = r.cfg.mesh.rules, r.cfg.train, r.spec
+    step = make_train_step(r.objective.loss, r.tx, r.schedule, t.grad_accum, r.objective.frozen, dropout=spec.dropout > 0)
+    jitted = jit_train_step(step, r.mesh, rules, shardings, first_batch)
+    eval_fn = jit_eval_step(make_eval_step(r.objective.loss, r.objective.frozen), r.mesh, rules, shardings.params,
+                            r.objective.eval_batches[0])
+    t0 = time.perf_counter()
+    compiled = jitted.lower(state, global_batch(first_batch, r.mesh, rules)).compile()
+    flops_tok = train_flops_per_token(spec, t.seq_len)
+    peak, peak_src = peak_flops_per_device(t.peak_flops_per_device)
+    r.say.write(f"model: {spec.family}, {param_count(abstract.params) / 1e6:.2f}M parameters, {spec.n_layers} layers x "
+                f"{spec.d_model}, vocab {spec.vocab_size}, compute {spec.dtype}, attention {spec.attention}; "
+                f"{flops_tok / 1e6:.1f} MFLOP per trained token")
+    r.say.write(f"compiled train step in {time.perf_counter() - t0:.1f}s; {_memory_line(compiled)}")
+    r.say.write(f"peak {peak / 1e12:.3g} TFLOP/s per device ({peak_src})")
+    for name in _unsharded_report(shardings, abstract, r.mesh):
+        r.say.write(f"warning: parameter {name} is replicated on every device; add a mesh.rules entry to shard it")
+    return compiled, eval_fn, flops_tok * r.objective.tokens_per_step / (peak * r.mesh.devices.size)
+
+
+def _loop(r: _Run, state, compiled, eval_fn, ckpt, first_batch, step_seconds_at_peak):
+    """Step 5: train until train.steps (or stop_at_step, or SIGTERM); log, evaluate, checkpoint."""
+    cfg, t, rules, mesh = r.cfg, r.cfg.train, r.cfg.mesh.rules, r.mesh
+    is_main = jax.process_index() == 0
+    start = int(jax.device_get(state.step))
+    stop = min(t.stop_at_step or t.steps, t.steps)
+    logger = MetricsLogger(r.run_dir, cfg.log.tensorboard, is_main)
+    progress = Progress(t.steps, start, t.progress, is_main)
+    preempt = _Preemption()
+    history, last_eval, config_dict = [], {}, to_dict(cfg)
+    n_dev = mesh.devices.size
+    batch = global_batch(first_batch, mesh, rules)
+    t_last, steps_since, step = time.perf_counter(), 0, start
+    try:
+        while step < stop:
+            if batch is None:  # fetched here, so a checkpoint's data position counts only consumed batches
+                batch = global_batch(next(r.objective.train_batches), mesh, rules)
+            state, metrics = compiled(state, batch)
+            batch = None
+            step += 1
+            steps_since += 1
+            if step % t.log_every == 0 or step == stop:
+                m = {k: float(v) for k, v in jax.device_get(metrics).items() if k != "denominator"}
+                dt = time.perf_counter() - t_last
+                tok_s = r.objective.tokens_per_step * steps_since / dt
+                m.update(step_time=dt / steps_since, tokens_per_s=tok_s, tokens_per_s_per_device=tok_s / n_dev,
+                         mfu=step_seconds_at_peak * steps_since / dt)
+                logger.log(step, m)
+                history.append({"step": step, **m})
+                progress.update(steps_since, f"loss {m['loss']:.3f}, {tok_s:,.0f} tok/s, mfu {m['mfu']:.1%}")
+                progress.write(f"step {step:>6}  loss {m['loss']:.4f}  gnorm {m['grad_norm']:.3f}  lr {m['lr']:.2e}  "
+                               f"{tok_s:,.0f} tok/s  mfu {m['mfu']:.1%}")
+                t_last, steps_since = time.perf_counter(), 0
+            if (t.eval_every and step % t.eval_every == 0) or step == stop:
+                last_eval = _evaluate(eval_fn, state.params, r.objective.eval_batches, mesh, rules)
+                logger.log(step, last_eval)
+                progress.write(f"step {step:>6}  eval loss {last_eval['eval_loss']:.4f}  ppl {last_eval['eval_ppl']:.2f}")
+                t_last = time.perf_counter()  # keep eval time out of the throughput figures
+            if ckpt and (step % cfg.checkpoint.every == 0 or step == stop or preempt.requested):
+                ckpt.save(state, r.objective.train_batches.state(), config_dict)
+            if preempt.requested:
+                progress.write(f"SIGTERM: saved step {step}, stopping")
+                break
+    finally:
+        preempt.restore()
+        progress.close()
+        logger.close()
+        if ckpt:
+            ckpt.close()
+    return state, history, last_eval, preempt.requested
+
+
+def _sample(r: _Run, params) -> str:
+    """Step 6: what the model writes now, from ``train.sample_prompt``."""
+    t, tok = r.cfg.train, r.tokenizer
+    prompt = [tok.bos_id] + tok.encode(t.sample_prompt)
+    out = sample_tokens(r.model, params, prompt, t.sample_tokens, jax.random.PRNGKey(r.cfg.seed + 1),
+                        t.sample_temperature, tok.eos_id, min(r.spec.max_seq_len, t.seq_len))
+    text = tok.decode(out[1:])
+    r.say.write(f"sample ({t.sample_tokens} tokens, temperature {t.sample_temperature}):\n{text}")
+    return text
+
+
+def train(cfg: Config, devices=None) -> TrainResult:
+    """Run (or resume) the configured training; ``devices`` defaults to all of them."""
+    r = _prepare(cfg, devices)
+    with mesh_context(r.mesh, cfg.mesh.rules):
+        state, shardings, abstract, ckpt = _initial_state(r)
+        first = next(r.objective.train_batches)
+        compiled, eval_fn, at_peak = _compile(r, state, shardings, abstract, first)
+        state, history, last_eval, preempted = _loop(r, state, compiled, eval_fn, ckpt, first, at_peak)
+        text = _sample(r, state.params) if cfg.train.sample_tokens and not preempted else None
+    return TrainResult(state, history, last_eval, text, r.run_dir)
