@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,8 +24,7 @@ def _init(cfg, **spec_kw):
     spec = dataclasses.replace(resolve_spec(cfg, backend="cpu"), **spec_kw)
     model = Transformer(spec)
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"]
-    params = jax.tree.map(lambda a: a.unbox() if hasattr(a, "unbox") else a, params,
-                          is_leaf=lambda a: hasattr(a, "unbox"))
+    params = nn.meta.unbox(params)
     return spec, model, params
 
 

@@ -2,6 +2,7 @@
 
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,8 +24,7 @@ def _params(cfg=CFG):
     spec = resolve_spec(cfg, backend="cpu")
     model = Transformer(spec)
     params = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 4), jnp.int32))["params"]
-    return spec, model, jax.tree.map(lambda a: a.unbox() if hasattr(a, "unbox") else a, params,
-                                     is_leaf=lambda a: hasattr(a, "unbox"))
+    return spec, model, nn.meta.unbox(params)
 
 
 def _batch(spec, b=8, length=10, seed=0):

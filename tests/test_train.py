@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,7 +33,7 @@ def test_tiny_model_overfits_a_small_batch():
                         backend="cpu")
     model = Transformer(spec)
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"]
-    params = jax.tree.map(lambda a: a.unbox() if hasattr(a, "unbox") else a, params, is_leaf=lambda a: hasattr(a, "unbox"))
+    params = nn.meta.unbox(params)
     toks = np.random.default_rng(0).integers(0, 64, (4, 17)).astype(np.int32)
     batch = {"inputs": toks[:, :-1], "targets": toks[:, 1:], "loss_mask": np.ones((4, 16), np.float32),
              "positions": np.broadcast_to(np.arange(16), (4, 16)).astype(np.int32), "segment_ids": np.ones((4, 16), np.int32)}
@@ -138,7 +139,7 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path):
     from jaxllm.data.tokenizer import Tokenizer
     spec = resolve_spec(cfg.model, Tokenizer.load(tmp_path / "x" / "tokenizer.model").vocab_size, backend="cpu")
     abstract = jax.eval_shape(lambda: Transformer(spec).init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"])
-    abstract = jax.tree.map(lambda a: a.unbox() if hasattr(a, "unbox") else a, abstract, is_leaf=lambda a: hasattr(a, "unbox"))
+    abstract = nn.meta.unbox(abstract)
     a = load_params(str(tmp_path / "x"), abstract)
     b = load_params(str(tmp_path / "full"), abstract)
     for x, y in zip(jax.tree.leaves(as_numpy(a)), jax.tree.leaves(as_numpy(b))):
