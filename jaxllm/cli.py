@@ -3,6 +3,8 @@
     jaxllm train CONFIG [key=value ...]      train (resumes if the run dir has checkpoints)
     jaxllm config show CONFIG [key=value ...] print the resolved config
     jaxllm config docs                       print the configuration reference (docs/CONFIG.md)
+    jaxllm data prepare CONFIG [key=value ...]  tokenize the configured data into data.prepared_dir
+    jaxllm data tfds-build NAME --paths FILES --data-dir DIR   local files -> TFDS dataset
     jaxllm tokenizer train CONFIG [key=value ...] [--out PATH]
                                              train the SentencePiece tokenizer on the configured data
 
@@ -73,6 +75,32 @@ def cmd_tokenizer_train(args) -> int:
     return 0
 
 
+def cmd_data_prepare(args) -> int:
+    import json
+
+    from jaxllm.config import load_config
+    from jaxllm.data.prepare import prepare_dataset
+
+    path, overrides = _split_args(args.items)
+    stats = prepare_dataset(load_config(path, overrides))
+    print(json.dumps(stats, indent=2))
+    return 0
+
+
+def cmd_data_tfds_build(args) -> int:
+    from jaxllm.data.tfds_source import build_local_dataset, build_tiny_shakespeare
+
+    if args.name == "tiny_shakespeare":
+        path = build_tiny_shakespeare(args.data_dir, args.paths[0] if args.paths else None)
+    else:
+        if not args.paths:
+            from jaxllm.errors import UserError
+            raise UserError(f"tfds-build {args.name}: give the files with --paths FILE [FILE ...] (globs allowed).")
+        path = build_local_dataset(args.name, args.paths, args.data_dir, args.version, args.format, args.field, args.document)
+    print(f"built {path}; use it with data.source=tfds:{args.name} data.data_dir={args.data_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxllm", description="Pre-train, fine-tune and align language models in JAX.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -88,6 +116,23 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(fn=cmd_config_show)
     docs = cf_sub.add_parser("docs", help="print the configuration reference (docs/CONFIG.md) as Markdown")
     docs.set_defaults(fn=cmd_config_docs)
+
+    dt = sub.add_parser("data", help="data tools")
+    dt_sub = dt.add_subparsers(dest="data_command", required=True)
+    dp = dt_sub.add_parser("prepare", help="read, split, tokenize and write the configured data to data.prepared_dir")
+    dp.add_argument("items", nargs="*", metavar="CONFIG [key=value ...]")
+    dp.set_defaults(fn=cmd_data_prepare)
+
+    tb = dt_sub.add_parser("tfds-build", help="make a TFDS dataset (array_record) from local files, or tiny_shakespeare offline")
+    tb.add_argument("name", help="dataset name (lower_snake_case); tiny_shakespeare builds the catalog dataset offline")
+    tb.add_argument("--paths", nargs="*", default=[], help="text/JSONL files or globs (tiny_shakespeare: its input.txt)")
+    tb.add_argument("--data-dir", required=True, help="TFDS data directory to write into")
+    tb.add_argument("--version", default="1.0.0")
+    tb.add_argument("--format", choices=("text", "jsonl"), default="text")
+    tb.add_argument("--field", default="text", help="JSONL field with the text")
+    tb.add_argument("--document", choices=("blocks", "file"), default="blocks",
+                    help="text files: a document per blank-line block, or the whole file as one")
+    tb.set_defaults(fn=cmd_data_tfds_build)
 
     tk = sub.add_parser("tokenizer", help="tokenizer tools")
     tk_sub = tk.add_subparsers(dest="tokenizer_command", required=True)

@@ -114,8 +114,8 @@ def test_tokenizer_round_trip_and_special_tokens(tmp_path):
 def test_text_and_jsonl_sources(tmp_path):
     (tmp_path / "a.txt").write_text("first doc\nline two\n\nsecond doc\n")
     (tmp_path / "b.jsonl").write_text('{"text": "one"}\n\n{"text": "two", "id": 3}\n')
-    assert load_documents(DataConfig(source="text", paths=[str(tmp_path / "*.txt")])) == ["first doc\nline two", "second doc"]
-    assert load_documents(DataConfig(source="jsonl", paths=[str(tmp_path / "b.jsonl")])) == ["one", "two"]
+    assert load_documents(DataConfig(source="text", paths=[str(tmp_path / "*.txt")]))[0] == ["first doc\nline two", "second doc"]
+    assert load_documents(DataConfig(source="jsonl", paths=[str(tmp_path / "b.jsonl")]))[0] == ["one", "two"]
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"body": "x"}\n')
     with pytest.raises(UserError, match=r"bad.jsonl:2: no field 'text' \(found: body\)"):
         load_documents(DataConfig(source="jsonl", paths=[str(tmp_path / "bad.jsonl")]))
@@ -132,7 +132,8 @@ def test_real_text_file_source(tmp_path):
     path = SHARED_DATA / "pretrain" / "wikitext-2-valid.txt"
     if not path.exists():
         pytest.skip("../shared/data not present")
-    docs = load_documents(DataConfig(source="text", paths=[str(path)]))
+    docs, report = load_documents(DataConfig(source="text", paths=[str(path)]))
+    assert report["skipped_records"] == 0
     train, held = split_documents(docs, 0.1, 0)
     assert len(docs) > 100 and len(held) == round(len(docs) * 0.1)
     assert set(train).isdisjoint(held) or len(set(docs)) < len(docs)

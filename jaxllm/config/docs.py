@@ -31,7 +31,7 @@ def _rows(cls, prefix: str, out: list[str]) -> None:
             default = "(see below)"
         allowed = []
         if "choices" in f.metadata:
-            allowed.append(" \\| ".join(map(str, f.metadata["choices"])))
+            allowed.append(" \\| ".join([*map(str, f.metadata["choices"]), *(f"{p}…" for p in f.metadata.get("prefixes", ()))]))
         if "min" in f.metadata:
             allowed.append(f">= {f.metadata['min']}")
         if "max" in f.metadata:

@@ -210,8 +210,9 @@ def _check_meta(key: str, value: Any, f: dataclasses.Field) -> None:
     meta = f.metadata
     if value is None:
         return
-    if "choices" in meta and value not in meta["choices"]:
-        allowed = ", ".join(map(str, meta["choices"]))
+    prefixed = any(isinstance(value, str) and value.startswith(p) and len(value) > len(p) for p in meta.get("prefixes", ()))
+    if "choices" in meta and value not in meta["choices"] and not prefixed:
+        allowed = ", ".join([*map(str, meta["choices"]), *(f"{p}..." for p in meta.get("prefixes", ()))])
         close = difflib.get_close_matches(str(value), [str(c) for c in meta["choices"]], n=1)
         hint = f" Did you mean {close[0]}?" if close else ""
         raise ConfigError(f"{key} = {value!r}: not allowed.{hint} Allowed: {allowed}.")

@@ -63,12 +63,19 @@ class TokenizerConfig:
 
 @dataclass
 class DataConfig:
-    source: str = _f("builtin", choices=("builtin", "text", "jsonl"),
-                     doc="builtin: the generated world corpus; text: plain-text files (one document per blank-line block); jsonl: one document per line.")
+    source: str = _f("builtin", choices=("builtin", "text", "jsonl", "prepared"), prefixes=("tfds:",),
+                     doc="builtin: the generated world corpus; text: plain-text files (documents separated by blank lines); "
+                         "jsonl: one document per line; prepared: the output of `jaxllm data prepare` (data.prepared_dir); "
+                         "tfds:NAME[/CONFIG][:VERSION]: a TensorFlow Datasets dataset in data.data_dir.")
     paths: list = _f(factory=list, doc="Files or globs for text/jsonl sources.")
-    field: str = _f("text", doc="JSONL field holding the document text.")
+    field: str = _f("text", doc="Text field of JSONL records and TFDS examples.")
     builtin_chars: int = _f(3_000_000, min=10_000, doc="Size of the generated built-in corpus in characters.")
     builtin_seed: int = _f(0, doc="Seed of the built-in world (facts and documents).")
+    data_dir: Optional[str] = _f(None, doc="TFDS data directory (null = TFDS's default, ~/tensorflow_datasets).")
+    tfds_split: str = _f("train", doc="TFDS split to read (slicing allowed: train[:90%]).")
+    prepared_dir: Optional[str] = _f(None, doc="Where `jaxllm data prepare` writes, and what source=prepared reads.")
+    on_error: str = _f("raise", choices=("raise", "skip"),
+                       doc="Bad records (malformed JSON, missing field, invalid UTF-8): raise names file and line; skip counts them.")
     eval_fraction: float = _f(0.02, min=0.0, max=0.5, doc="Share of documents held out for evaluation.")
     shuffle: bool = _f(True, doc="Shuffle packed sequences each epoch (seeded by `seed`).")
     tokenizer: TokenizerConfig = _f(factory=TokenizerConfig)

@@ -51,6 +51,8 @@ def validate(cfg: Config) -> None:
     if sum(getattr(cfg.mesh, a) == -1 for a in MESH_AXES) > 1:
         raise ConfigError("mesh: at most one of mesh.data, mesh.fsdp, mesh.tensor may be -1.")
     _check_rules(cfg.mesh.rules)
+    if cfg.data.source == "prepared" and not cfg.data.prepared_dir:
+        raise ConfigError("data.source = 'prepared' needs data.prepared_dir (the output of `jaxllm data prepare`).")
     if cfg.data.source in ("text", "jsonl") and not cfg.data.paths:
         raise ConfigError(f"data.paths is empty but data.source = {cfg.data.source!r} needs files; "
                           "set data.paths=[file1,file2] or data.source=builtin.")

@@ -21,25 +21,33 @@ from jaxllm.errors import UserError
 
 @dataclasses.dataclass(frozen=True)
 class TokenStream:
-    tokens: np.ndarray  # [N] int32
-    doc_ids: np.ndarray  # [N] int32, which document each token belongs to
+    """Documents as one token stream; works the same on in-memory arrays and memory-mapped files."""
+
+    tokens: np.ndarray      # [N] uint16/uint32/int32: BOS doc EOS BOS doc EOS ...
+    doc_starts: np.ndarray  # [D] int64, ascending: where each document's BOS is
+
+    def doc_ids(self, idx: np.ndarray) -> np.ndarray:
+        """Document number of each stream position in ``idx`` (any shape)."""
+        return np.searchsorted(self.doc_starts, idx, side="right") - 1
 
 
 def build_stream(token_lists: list[list[int]]) -> TokenStream:
     toks = [np.asarray([BOS, *t, EOS], np.int32) for t in token_lists]
-    docs = [np.full(len(t), i, np.int32) for i, t in enumerate(toks)]
-    return TokenStream(np.concatenate(toks), np.concatenate(docs))
+    lengths = np.array([len(t) for t in toks], np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    tokens = np.concatenate(toks) if toks else np.zeros(0, np.int32)
+    return TokenStream(tokens, starts)
 
 
 def num_rows(stream: TokenStream, seq_len: int) -> int:
-    return (len(stream.tokens) - 1) // seq_len
+    return max(len(stream.tokens) - 1, 0) // seq_len
 
 
 def pack_rows(stream: TokenStream, rows: np.ndarray, seq_len: int) -> dict[str, np.ndarray]:
     """Rows ``rows [B]`` of the stream as a batch of ``[B, L]`` arrays."""
     starts = np.asarray(rows, np.int64)[:, None] * seq_len
     idx = starts + np.arange(seq_len + 1)[None, :]  # [B, L+1]
-    toks, docs = stream.tokens[idx], stream.doc_ids[idx]
+    toks, docs = np.asarray(stream.tokens[idx]).astype(np.int32), stream.doc_ids(idx)
     inputs, targets = toks[:, :-1], toks[:, 1:]
     in_docs, tgt_docs = docs[:, :-1], docs[:, 1:]
     new_seg = np.concatenate([np.ones_like(in_docs[:, :1], bool), in_docs[:, 1:] != in_docs[:, :-1]], axis=1)

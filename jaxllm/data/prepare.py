@@ -1,44 +1,101 @@
-"""From config to token streams: documents, held-out split, tokenizer, packing."""
+"""From config to token streams: documents, held-out split, tokenizer, tokens.
+
+Two ways in: tokenize the configured source now (small data, the built-in
+corpus), or read what `jaxllm data prepare` wrote (``data.source=prepared``),
+memory-mapped, without re-tokenizing.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import jax
 
 from jaxllm.config.schema import Config
 from jaxllm.data.packing import TokenStream, build_stream
+from jaxllm.data.prepared import read_prepared, write_prepared
 from jaxllm.data.sources import load_documents, split_documents
 from jaxllm.data.tokenizer import Tokenizer, train_tokenizer
+from jaxllm.errors import UserError
 
 
 @dataclasses.dataclass
 class Corpus:
     train_docs: list[str]
     eval_docs: list[str]
+    report: dict  # skipped records etc.
+
+
+@dataclasses.dataclass
+class PretrainData:
+    tokenizer: Tokenizer
+    streams: dict[str, TokenStream]  # "train", and "eval" when there is a held-out split
+    stats: dict
 
 
 def load_corpus(cfg: Config) -> Corpus:
     """The configured documents split into train/eval (raises UserError on bad data)."""
-    docs = load_documents(cfg.data)
+    docs, report = load_documents(cfg.data)
     train, evald = split_documents(docs, cfg.data.eval_fraction, cfg.data.builtin_seed)
-    return Corpus(train, evald)
+    return Corpus(train, evald, report)
 
 
 def get_tokenizer(cfg: Config, run_dir: Path | None, train_docs: list[str]) -> Tokenizer:
-    """The configured tokenizer, else the run dir's cached one, else one trained now (and cached)."""
+    """The configured tokenizer, else the run dir's cached one, else one trained now (in memory)."""
     tc = cfg.data.tokenizer
     if tc.path:
         return Tokenizer.load(tc.path)
     cached = run_dir / "tokenizer.model" if run_dir else None
     if cached and cached.is_file():
         return Tokenizer.load(cached)
-    tok = train_tokenizer(train_docs, tc.vocab_size, tc.model_type, tc.train_chars)
-    if cached and jax.process_index() == 0:
-        tok.save(cached)
-    return tok
+    return train_tokenizer(train_docs, tc.vocab_size, tc.model_type, tc.train_chars)
 
 
 def tokenize(tok: Tokenizer, docs: list[str]) -> TokenStream:
     return build_stream(tok.encode(docs))
+
+
+def load_pretrain_data(cfg: Config, run_dir: Path | None) -> PretrainData:
+    """Token streams for pre-training: from data.prepared_dir, or tokenized from the source now."""
+    if cfg.data.source == "prepared":
+        streams, tok, stats = read_prepared(cfg.data.prepared_dir)
+        if cfg.data.tokenizer.path and Tokenizer.load(cfg.data.tokenizer.path).model_proto != tok.model_proto:
+            raise UserError(f"data.tokenizer.path = {cfg.data.tokenizer.path!r} differs from the tokenizer the prepared data "
+                            f"in {cfg.data.prepared_dir} was made with; drop data.tokenizer.path or re-run prepare with it.")
+        if "train" not in streams:
+            raise UserError(f"{cfg.data.prepared_dir}: no train split; re-run `jaxllm data prepare`.")
+        return PretrainData(tok, streams, stats)
+    corpus = load_corpus(cfg)
+    tok = get_tokenizer(cfg, run_dir, corpus.train_docs)
+    streams = {"train": tokenize(tok, corpus.train_docs)}
+    if corpus.eval_docs:
+        streams["eval"] = tokenize(tok, corpus.eval_docs)
+    return PretrainData(tok, streams, corpus.report)
+
+
+def prepare_dataset(cfg: Config) -> dict:
+    """`jaxllm data prepare`: documents -> split -> tokenizer -> tokens on disk, with statistics."""
+    if not cfg.data.prepared_dir:
+        raise UserError("data.prepared_dir is not set: where should the prepared dataset go? e.g. data.prepared_dir=data/mine")
+    if cfg.data.source == "prepared":
+        raise UserError("data.source = 'prepared' is what `prepare` writes; give the raw source (builtin, text, jsonl, tfds:...).")
+    t0 = time.perf_counter()
+    corpus = load_corpus(cfg)
+    t_read = time.perf_counter() - t0
+    tok = get_tokenizer(cfg, None, corpus.train_docs)
+    t1 = time.perf_counter()
+    streams = {"train": tokenize(tok, corpus.train_docs)}
+    if corpus.eval_docs:
+        streams["eval"] = tokenize(tok, corpus.eval_docs)
+    chars = {"train": sum(map(len, corpus.train_docs)), "eval": sum(map(len, corpus.eval_docs))}
+    stats = {
+        "source": cfg.data.source if cfg.data.source not in ("text", "jsonl") else f"{cfg.data.source}:{cfg.data.paths}",
+        "characters": chars,
+        **corpus.report,
+        "seconds": {"read": round(t_read, 3), "tokenize": round(time.perf_counter() - t1, 3)},
+    }
+    if jax.process_index() == 0:
+        stats = write_prepared(Path(cfg.data.prepared_dir), streams, tok, stats)
+    return stats

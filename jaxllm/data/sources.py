@@ -26,47 +26,91 @@ def _expand(paths: list[str]) -> list[Path]:
     return files
 
 
-def read_text(path: Path) -> list[str]:
-    """Documents are blocks separated by blank (or whitespace-only) lines; none means one document."""
+class BadRecords:
+    """``on_error=raise``: the first bad record stops with file:line; ``skip``: count them (first few kept)."""
+
+    def __init__(self, mode: str):
+        self.mode, self.count, self.examples = mode, 0, []
+
+    def __call__(self, message: str) -> None:
+        if self.mode == "raise":
+            raise UserError(message + " (set data.on_error=skip to skip such records and count them)")
+        self.count += 1
+        if len(self.examples) < 5:
+            self.examples.append(message)
+
+    def report(self) -> dict:
+        return {"skipped_records": self.count, "skipped_examples": self.examples}
+
+
+def _read_utf8(path: Path, bad: BadRecords) -> str | None:
+    data = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text ({e}); convert it or clean it first.") from None
+        line = data[: e.start].count(b"\n") + 1
+        bad(f"{path}:{line}: invalid UTF-8 at byte {e.start}")
+        return data.decode("utf-8", errors="replace") if bad.mode == "skip" else None
+
+
+def read_text(path: Path, bad: BadRecords | None = None) -> list[str]:
+    """Documents are blocks separated by blank (or whitespace-only) lines; none means one document."""
+    bad = bad or BadRecords("raise")
+    text = _read_utf8(path, bad)
+    if not text:
+        return []
     blocks = [b.strip() for b in re.split(r"\n[ \t\r]*\n", text)]  # "blank" lines may hold spaces (WikiText)
     return [b for b in blocks if b]
 
 
-def read_jsonl(path: Path, field: str) -> list[str]:
+def read_jsonl(path: Path, field: str, bad: BadRecords | None = None) -> list[str]:
+    bad = bad or BadRecords("raise")
     docs = []
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad(f"{path}:{i}: invalid UTF-8 at byte {e.start} of the line")
+                continue
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{i}: not valid JSON ({e.msg}); fix or remove that line.") from None
+                bad(f"{path}:{i}: not valid JSON ({e.msg})")
+                continue
             if not isinstance(rec, dict) or field not in rec:
                 keys = ", ".join(rec) if isinstance(rec, dict) else type(rec).__name__
-                raise UserError(f"{path}:{i}: no field {field!r} (found: {keys}); set data.field to the text field.")
+                bad(f"{path}:{i}: no field {field!r} (found: {keys}); set data.field to the text field")
+                continue
             if not isinstance(rec[field], str):
-                raise UserError(f"{path}:{i}: field {field!r} is {type(rec[field]).__name__}, expected a string.")
+                bad(f"{path}:{i}: field {field!r} is {type(rec[field]).__name__}, expected a string")
+                continue
             docs.append(rec[field])
     return docs
 
 
-def load_documents(cfg: DataConfig) -> list[str]:
-    """All documents of the configured source, in a fixed order."""
+def load_documents(cfg: DataConfig) -> tuple[list[str], dict]:
+    """All documents of the configured source in a fixed order, and a report (skipped records)."""
+    bad = BadRecords(cfg.on_error)
     if cfg.source == "builtin":
         from jaxllm.data.corpus import generate_documents
-        return generate_documents(cfg.builtin_chars, cfg.builtin_seed)
+        return generate_documents(cfg.builtin_chars, cfg.builtin_seed), bad.report()
+    if cfg.source.startswith("tfds:"):
+        from jaxllm.data.tfds_source import read_tfds
+        return read_tfds(cfg.source[len("tfds:"):], cfg.data_dir, cfg.tfds_split, cfg.field, bad), bad.report()
     files = _expand(cfg.paths)
     docs = []
     for f in files:
-        docs += read_text(f) if cfg.source == "text" else read_jsonl(f, cfg.field)
+        if f.stat().st_size == 0:
+            bad(f"{f}: empty file")
+            continue
+        docs += read_text(f, bad) if cfg.source == "text" else read_jsonl(f, cfg.field, bad)
     if not docs:
-        raise UserError(f"data.paths {cfg.paths} hold no documents.")
-    return docs
+        raise UserError(f"data.paths {cfg.paths} hold no documents"
+                        + (f" ({bad.count} bad records skipped, e.g. {bad.examples[0]})" if bad.count else "") + ".")
+    return docs, bad.report()
 
 
 def split_documents(docs: list[str], eval_fraction: float, seed: int) -> tuple[list[str], list[str]]:

@@ -1,15 +1,31 @@
-"""Objectives: each a batch source plus a pure loss, looked up by `objective.name`."""
+"""Objectives: each a data loader, a batch source and a pure loss, looked up by `objective.name`.
+
+An entry has ``load(cfg, run_dir) -> data`` (anything with a ``.tokenizer``; runs
+before the model exists, since the vocab comes from the tokenizer) and
+``build(cfg, model, data, process_index, process_count) -> Objective``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Callable
+
+from jaxllm.data.prepare import load_pretrain_data
 from jaxllm.errors import ConfigError
 from jaxllm.objectives.base import Objective
 from jaxllm.objectives.pretrain import build_pretrain
 
-REGISTRY = {"pretrain": build_pretrain}
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    load: Callable
+    build: Callable[..., Objective]
 
 
-def build_objective(name: str, *args, **kwargs) -> Objective:
+REGISTRY = {"pretrain": Entry(load_pretrain_data, build_pretrain)}
+
+
+def objective_entry(name: str) -> Entry:
     if name not in REGISTRY:
         raise ConfigError(f"objective.name = {name!r}: unknown objective. Known: {', '.join(sorted(REGISTRY))}.")
-    return REGISTRY[name](*args, **kwargs)
+    return REGISTRY[name]

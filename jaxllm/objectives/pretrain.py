@@ -12,8 +12,7 @@ import jax.numpy as jnp
 
 from jaxllm.config.schema import Config
 from jaxllm.data.packing import BatchIterator, eval_batches
-from jaxllm.data.prepare import Corpus, tokenize
-from jaxllm.data.tokenizer import Tokenizer
+from jaxllm.data.prepare import PretrainData
 from jaxllm.model.transformer import Transformer
 from jaxllm.objectives.base import Objective
 
@@ -44,11 +43,11 @@ def make_lm_loss(model: Transformer):
     return loss
 
 
-def build_pretrain(cfg: Config, model: Transformer, tokenizer: Tokenizer, corpus: Corpus,
+def build_pretrain(cfg: Config, model: Transformer, data: PretrainData,
                    process_index: int = 0, process_count: int = 1) -> Objective:
     t = cfg.train
-    train_stream = tokenize(tokenizer, corpus.train_docs)
-    eval_stream = tokenize(tokenizer, corpus.eval_docs) if corpus.eval_docs else train_stream
+    train_stream = data.streams["train"]
+    eval_stream = data.streams.get("eval", train_stream)
     source = BatchIterator(train_stream, t.seq_len, t.batch_size, seed=cfg.seed, shuffle=cfg.data.shuffle,
                            process_index=process_index, process_count=process_count)
     evals = eval_batches(eval_stream, t.seq_len, t.batch_size, t.eval_batches, process_index, process_count)

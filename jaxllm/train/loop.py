@@ -25,12 +25,11 @@ import numpy as np
 
 from jaxllm.config import dump_yaml, to_dict
 from jaxllm.config.schema import Config
-from jaxllm.data.prepare import get_tokenizer, load_corpus
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.model import Transformer, param_count, resolve_spec
 from jaxllm.model.flops import train_flops_per_token
 from jaxllm.model.sample import sample_tokens
-from jaxllm.objectives import build_objective
+from jaxllm.objectives import objective_entry
 from jaxllm.parallel.mesh import describe, make_mesh
 from jaxllm.parallel.sharding import batch_divisor, global_batch
 from jaxllm.train.checkpoint import Checkpointer, load_params
@@ -130,12 +129,13 @@ def _prepare(cfg: Config, devices) -> _Run:
         raise ConfigError(f"train.batch_size / train.grad_accum = {t.batch_size // t.grad_accum} sequences per micro-batch "
                           f"cannot split over the {div} batch shards of the mesh; make it a multiple of {div}.")
     _check_init_from(cfg.init_from)
-    corpus = load_corpus(cfg)
     run_dir = Path(cfg.run.dir)
-    tokenizer = get_tokenizer(cfg, run_dir, corpus.train_docs)
+    entry = objective_entry(cfg.objective.name)
+    data = entry.load(cfg, run_dir)
+    tokenizer = data.tokenizer
     spec = resolve_spec(cfg.model, tokenizer.vocab_size)
     model = Transformer(spec)
-    objective = build_objective(cfg.objective.name, cfg, model, tokenizer, corpus, jax.process_index(), jax.process_count())
+    objective = entry.build(cfg, model, data, jax.process_index(), jax.process_count())
     tx, schedule = make_optimizer(cfg.optimizer, t.steps)
 
     is_main = jax.process_index() == 0
