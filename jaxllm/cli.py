@@ -3,7 +3,8 @@
     jaxllm train CONFIG [key=value ...]      train (resumes if the run dir has checkpoints)
     jaxllm config show CONFIG [key=value ...] print the resolved config
     jaxllm config docs                       print the configuration reference (docs/CONFIG.md)
-    jaxllm data prepare CONFIG [key=value ...]  tokenize the configured data into data.prepared_dir
+    jaxllm data clean CONFIG [key=value ...] [--out FILE]  run data.clean and print what each step removed
+    jaxllm data prepare CONFIG [key=value ...]  clean (if enabled), tokenize, write data.prepared_dir
     jaxllm data tfds-build NAME --paths FILES --data-dir DIR   local files -> TFDS dataset
     jaxllm tokenizer train CONFIG [key=value ...] [--out PATH]
                                              train the SentencePiece tokenizer on the configured data
@@ -83,7 +84,35 @@ def cmd_data_prepare(args) -> int:
 
     path, overrides = _split_args(args.items)
     stats = prepare_dataset(load_config(path, overrides))
-    print(json.dumps(stats, indent=2))
+    if stats.get("cleaning"):
+        from jaxllm.data.clean import format_report
+        print(format_report(stats["cleaning"]))
+    print(json.dumps({k: v for k, v in stats.items() if k != "cleaning"}, indent=2))
+    return 0
+
+
+def cmd_data_clean(args) -> int:
+    import json
+    from pathlib import Path
+
+    from jaxllm.config import load_config
+    from jaxllm.data.clean import clean_documents, format_report
+    from jaxllm.data.sources import load_documents
+
+    path, overrides = _split_args(args.items)
+    cfg = load_config(path, overrides)
+    docs, report = load_documents(cfg.data)
+    kept, steps = clean_documents(docs, cfg.data.clean)
+    print(format_report(steps))
+    if report["skipped_records"]:
+        print(f"skipped {report['skipped_records']} bad records, e.g. {report['skipped_examples'][0]}")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w") as f:
+            for d in kept:
+                f.write(json.dumps({"text": d}) + "\n")
+        print(f"wrote {len(kept)} documents to {out}")
     return 0
 
 
@@ -122,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     dp = dt_sub.add_parser("prepare", help="read, split, tokenize and write the configured data to data.prepared_dir")
     dp.add_argument("items", nargs="*", metavar="CONFIG [key=value ...]")
     dp.set_defaults(fn=cmd_data_prepare)
+
+    dc = dt_sub.add_parser("clean", help="run the data.clean steps on the configured source and print what each removed")
+    dc.add_argument("items", nargs="*", metavar="CONFIG [key=value ...]")
+    dc.add_argument("--out", help="also write the kept documents as JSONL ({\"text\": ...} per line)")
+    dc.set_defaults(fn=cmd_data_clean)
 
     tb = dt_sub.add_parser("tfds-build", help="make a TFDS dataset (array_record) from local files, or tiny_shakespeare offline")
     tb.add_argument("name", help="dataset name (lower_snake_case); tiny_shakespeare builds the catalog dataset offline")

@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT, SHARED_DATA, tiny_overrides
 from jaxllm.config import load_config
 from jaxllm.config.schema import DataConfig
-from jaxllm.data.packing import BatchIterator
+from jaxllm.data.packing import BatchIterator, pack_rows
 from jaxllm.data.prepare import load_pretrain_data, prepare_dataset
 from jaxllm.data.prepared import read_prepared
 from jaxllm.data.sources import load_documents
@@ -48,7 +48,7 @@ def test_an_epoch_of_prepared_rows_loses_and_repeats_no_token(tmp_path):
     seen = {}
     for _ in range(it.n_rows // batch):
         rows = it.next_rows()
-        b = __import__("jaxllm.data.packing", fromlist=["pack_rows"]).pack_rows(stream, rows, seq)
+        b = pack_rows(stream, rows, seq)
         for r, inp, tgt in zip(rows, b["inputs"], b["targets"]):
             assert r not in seen
             seen[int(r)] = (inp, tgt)

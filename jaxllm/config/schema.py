@@ -61,6 +61,39 @@ class TokenizerConfig:
     train_chars: int = _f(3_000_000, min=1000, doc="At most this many characters of training text are used to train it.")
 
 
+DEFAULT_BOILERPLATE = [
+    r"\bsubscribe\b", r"\bcookies?\b", r"all rights reserved", r"^\s*click here", r"^\s*share this",
+    r"privacy policy", r"terms of (use|service)", r"^\s*(home|menu|login|next page)\s*(\|.*)?$",
+]
+
+
+@dataclass
+class CleanConfig:
+    enabled: bool = _f(False, doc="Clean documents (datatrove) before tokenizing: in `jaxllm data prepare` and in training.")
+    ftfy: bool = _f(True, doc="Repair mis-encoded Unicode (mojibake) and normalise to NFC.")
+    markup: bool = _f(True, doc="HTML/XML to text: drop tags, scripts and styles, decode entities.")
+    boilerplate: bool = _f(True, doc="Drop boilerplate lines (boilerplate_patterns) and C4's javascript/lorem-ipsum/curly-bracket/policy lines.")
+    boilerplate_patterns: list = _f(factory=lambda: list(DEFAULT_BOILERPLATE), doc="Regexes; a line matching any is removed.")
+    length: bool = _f(True, doc="Drop documents shorter than min_chars or longer than max_chars.")
+    min_chars: int = _f(50, min=0, doc="Shortest document kept, in characters.")
+    max_chars: int = _f(1_000_000, min=1, doc="Longest document kept, in characters.")
+    repetition: bool = _f(True, doc="Gopher repetition rules (duplicate lines/paragraphs, top and duplicated n-grams).")
+    repetition_scale: float = _f(1.0, min=0.1, doc="Multiplies every Gopher repetition threshold; 1.0 = published values.")
+    quality: bool = _f(True, doc="Gopher quality rules.")
+    quality_min_words: int = _f(50, min=0, doc="Gopher: fewest words per document (published: 50).")
+    quality_min_avg_word_length: float = _f(3.0, min=0.0, doc="Gopher: shortest mean word length (published: 3; 0 = off).")
+    quality_max_symbol_ratio: float = _f(0.1, min=0.0, doc="Gopher: most '#' and '...' per word (published: 0.1).")
+    quality_min_alpha_words: float = _f(0.8, min=0.0, max=1.0, doc="Gopher: least share of words with a letter (published: 0.8).")
+    quality_min_stop_words: int = _f(2, min=0, doc="Gopher: fewest English stop words (published: 2).")
+    quality_max_bullet_lines: float = _f(0.9, min=0.0, max=1.0, doc="Gopher: most share of lines starting with a bullet (published: 0.9; 1.0 = off).")
+    fineweb: bool = _f(True, doc="FineWeb quality rules (line punctuation, short lines, duplicated characters).")
+    exact_dedup: bool = _f(True, doc="Drop exact duplicates (after whitespace normalisation).")
+    minhash: bool = _f(True, doc="Drop near-duplicates with MinHash LSH.")
+    minhash_ngrams: int = _f(5, min=1, doc="Word n-gram size of the MinHash shingles.")
+    minhash_buckets: int = _f(14, min=1, doc="LSH bands; Jaccard threshold ~ (1/buckets)^(1/hashes_per_bucket) (~0.72 by default).")
+    minhash_hashes_per_bucket: int = _f(8, min=1, doc="Hashes per LSH band.")
+
+
 @dataclass
 class DataConfig:
     source: str = _f("builtin", choices=("builtin", "text", "jsonl", "prepared"), prefixes=("tfds:",),
@@ -71,6 +104,8 @@ class DataConfig:
     field: str = _f("text", doc="Text field of JSONL records and TFDS examples.")
     builtin_chars: int = _f(3_000_000, min=10_000, doc="Size of the generated built-in corpus in characters.")
     builtin_seed: int = _f(0, doc="Seed of the built-in world (facts and documents).")
+    builtin_noise: float = _f(0.1, min=0.0, max=1.0, doc="Extra noisy documents (markup, boilerplate, mojibake, junk, spam, "
+                                                        "fragments, duplicates) mixed into the built-in corpus, as a share of it.")
     data_dir: Optional[str] = _f(None, doc="TFDS data directory (null = TFDS's default, ~/tensorflow_datasets).")
     tfds_split: str = _f("train", doc="TFDS split to read (slicing allowed: train[:90%]).")
     prepared_dir: Optional[str] = _f(None, doc="Where `jaxllm data prepare` writes, and what source=prepared reads.")
@@ -79,6 +114,7 @@ class DataConfig:
     eval_fraction: float = _f(0.02, min=0.0, max=0.5, doc="Share of documents held out for evaluation.")
     shuffle: bool = _f(True, doc="Shuffle packed sequences each epoch (seeded by `seed`).")
     tokenizer: TokenizerConfig = _f(factory=TokenizerConfig)
+    clean: CleanConfig = _f(factory=CleanConfig)
 
 
 @dataclass

@@ -38,6 +38,11 @@ class PretrainData:
 def load_corpus(cfg: Config) -> Corpus:
     """The configured documents split into train/eval (raises UserError on bad data)."""
     docs, report = load_documents(cfg.data)
+    if cfg.data.clean.enabled:
+        from jaxllm.data.clean import clean_documents
+        docs, report["cleaning"] = clean_documents(docs, cfg.data.clean)
+        if not docs:
+            raise UserError("data.clean removed every document; loosen data.clean thresholds (see the report in `jaxllm data clean`).")
     train, evald = split_documents(docs, cfg.data.eval_fraction, cfg.data.builtin_seed)
     return Corpus(train, evald, report)
 

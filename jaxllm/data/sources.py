@@ -96,7 +96,9 @@ def load_documents(cfg: DataConfig) -> tuple[list[str], dict]:
     bad = BadRecords(cfg.on_error)
     if cfg.source == "builtin":
         from jaxllm.data.corpus import generate_documents
-        return generate_documents(cfg.builtin_chars, cfg.builtin_seed), bad.report()
+        from jaxllm.data.noise import add_noise
+        docs = generate_documents(cfg.builtin_chars, cfg.builtin_seed)
+        return add_noise(docs, cfg.builtin_noise, cfg.builtin_seed), bad.report()
     if cfg.source.startswith("tfds:"):
         from jaxllm.data.tfds_source import read_tfds
         return read_tfds(cfg.source[len("tfds:"):], cfg.data_dir, cfg.tfds_split, cfg.field, bad), bad.report()

@@ -104,6 +104,15 @@ def _evaluate(eval_fn, params, batches, mesh, rules) -> dict:
     return res
 
 
+def _data_report(stats: dict, say: Progress) -> None:
+    """What cleaning removed and which records were skipped, before training starts."""
+    if stats.get("cleaning"):
+        from jaxllm.data.clean import format_report
+        say.write("data cleaning (datatrove):\n" + format_report(stats["cleaning"]))
+    if stats.get("skipped_records"):
+        say.write(f"skipped {stats['skipped_records']} bad records (data.on_error=skip), e.g. {stats['skipped_examples'][0]}")
+
+
 @dataclasses.dataclass
 class _Run:
     """What steps 1-2 build: everything the loop needs besides the state."""
@@ -146,6 +155,7 @@ def _prepare(cfg: Config, devices) -> _Run:
             tokenizer.save(run_dir / "tokenizer.model")
     say = Progress(t.steps, 0, "off", is_main)
     say.write(describe(mesh))
+    _data_report(data.stats, say)
     return _Run(cfg, mesh, run_dir, tokenizer, spec, model, objective, tx, schedule, say)
 
 
