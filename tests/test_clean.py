@@ -116,3 +116,38 @@ def test_builtin_noise_is_removed_and_reported():
     for noise in ("<p", "&amp;", "Subscribe to our newsletter", "All rights reserved", "Ã©", "Buy now and save big! Buy now"):
         assert noise not in text, noise
     assert report[0]["documents"] == len(docs) and report[-1]["documents"] == len(kept)
+
+
+def _tiny_language_model(path):
+    """A small fastText en/fr classifier trained here (no download), saved to ``path``."""
+    fasttext = pytest.importorskip("fasttext")
+    rng = random.Random(0)
+    en = "the a cat dog sat ran on and with house garden river city morning evening people went to".split()
+    fr = "le la chat chien est sur et avec maison jardin riviere ville matin soir gens sont alles".split()
+    lines = [f"__label__{lab} " + " ".join(rng.choice(words) for _ in range(10))
+             for lab, words in (("en", en), ("fr", fr)) for _ in range(200)]
+    rng.shuffle(lines)
+    train = path.with_suffix(".txt")
+    train.write_text("\n".join(lines) + "\n")
+    fasttext.train_supervised(str(train), epoch=10, lr=0.5, dim=16, verbose=0).save_model(str(path))
+    return path
+
+
+def test_language_id_with_a_local_model(tmp_path):
+    model = _tiny_language_model(tmp_path / "lid.bin")
+    english = "the dog and the cat went to the garden in the morning with people"
+    french = "le chien et le chat sont alles au jardin le matin avec les gens"
+    kept, report = clean([english, french], language_id=True, language_model=str(model))
+    assert kept == [english] and report[-1] == {**report[-1], "step": "language", "documents_removed": 1}
+    kept, _ = clean([english, french], language_id=True, language_model=str(model), languages=["fr"])
+    assert kept == [french]
+
+
+def test_language_id_needs_a_local_model():
+    from conftest import ROOT
+    from jaxllm.config import load_config
+    from jaxllm.errors import ConfigError, UserError
+    with pytest.raises(ConfigError, match="needs data.clean.language_model"):
+        load_config(ROOT / "configs/pretrain/demo.yaml", ["data.clean.language_id=true"])
+    with pytest.raises(UserError, match="file not found"):
+        clean(["some text"], language_id=True, language_model="/nonexistent/lid.bin")

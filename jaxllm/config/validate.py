@@ -51,6 +51,9 @@ def validate(cfg: Config) -> None:
     if sum(getattr(cfg.mesh, a) == -1 for a in MESH_AXES) > 1:
         raise ConfigError("mesh: at most one of mesh.data, mesh.fsdp, mesh.tensor may be -1.")
     _check_rules(cfg.mesh.rules)
+    if cfg.data.clean.language_id and not cfg.data.clean.language_model:
+        raise ConfigError("data.clean.language_id = true needs data.clean.language_model, a local fastText model "
+                          "(e.g. lid.176.bin); jaxllm never downloads it.")
     if cfg.data.source == "prepared" and not cfg.data.prepared_dir:
         raise ConfigError("data.source = 'prepared' needs data.prepared_dir (the output of `jaxllm data prepare`).")
     if cfg.data.source in ("text", "jsonl") and not cfg.data.paths:

@@ -8,6 +8,7 @@ characters removed):
 3. ``boilerplate`` lines matching boilerplate patterns removed; C4's line rules (javascript,
                    lorem ipsum, curly-bracket templates, policy lines)
 4. ``length``      documents outside [min_chars, max_chars] dropped
+   ``language``    (optional) documents not in ``languages`` by a local fastText model dropped
 5. ``repetition``  Gopher repetition rules (thresholds x repetition_scale; 1.0 = published)
 6. ``quality``     Gopher quality rules (word counts, symbols, alphabetic words, stop words)
 7. ``fineweb``     FineWeb quality rules (line punctuation, short lines, duplicated chars)
@@ -17,8 +18,8 @@ characters removed):
 
 Word-level rules use a small regex word tokenizer instead of spaCy (same results on English,
 ~4x faster, no 126 MB download). Stages run in this process, chained as datatrove's executor
-chains them per task (no fork beside JAX); nothing is fetched from the network. Language ID
-(fastText model download) is not included.
+chains them per task (no fork beside JAX); nothing is fetched from the network: language ID
+reads a local fastText model.
 """
 
 from __future__ import annotations
@@ -168,6 +169,46 @@ class _TextExtractor(HTMLParser):
             self.parts.append(html.unescape(data))
 
 
+def _language_filter(cfg: CleanConfig):
+    """Language ID as datatrove's LanguageFilter does it, with the fastText model read from a local file.
+
+    (datatrove's own filter downloads its model and insists on the fasttext-numpy2-wheel distribution,
+    whose training gives NaN on this machine; fasttext-community provides the same `fasttext` module.)
+    """
+    from datatrove.pipeline.filters.base_filter import BaseFilter
+    from datatrove.utils.lid import FastTextLID
+
+    path = Path(cfg.language_model).expanduser()
+    if not path.is_file():
+        raise UserError(f"data.clean.language_model = {cfg.language_model!r}: file not found.")
+    try:
+        from fasttext.FastText import _FastText
+    except ImportError:
+        raise UserError("data.clean.language_id needs fastText: pip install -e '.[langid]'.") from None
+
+    class LocalFastTextLID(FastTextLID):
+        @property
+        def model(self):
+            if self._model is None:
+                self._model = _FastText(str(path))
+            return self._model
+
+    class LocalLanguageFilter(BaseFilter):
+        name = "🌍 Language ID (local model)"
+
+        def __init__(self, languages: list[str], threshold: float):
+            super().__init__()
+            self.threshold = threshold
+            self.lid = LocalFastTextLID(languages)
+
+        def filter(self, doc) -> bool:
+            (lang, score), lang_scores = self.lid.predict(doc)
+            doc.metadata["language"], doc.metadata["language_score"] = lang, score
+            return any(s > self.threshold for s in lang_scores.values())
+
+    return LocalLanguageFilter(list(cfg.languages), cfg.language_threshold)
+
+
 def _repetition_filter(cfg: CleanConfig, words):
     from datatrove.pipeline.filters import GopherRepetitionFilter
     k = cfg.repetition_scale
@@ -192,6 +233,7 @@ def _stage1(cfg: CleanConfig, docs, out_path: str):
             split_paragraph=True, remove_citations=False, filter_no_terminal_punct=False, min_num_sentences=-1,
             min_words_per_line=-1, max_word_length=1000, language=words)),
         ("length", cfg.length, lambda: LambdaFilter(lambda d: cfg.min_chars <= len(d.text) <= cfg.max_chars)),
+        ("language", cfg.language_id, lambda: _language_filter(cfg)),
         ("repetition", cfg.repetition, lambda: _repetition_filter(cfg, words)),
         ("quality", cfg.quality, lambda: GopherQualityFilter(
             min_doc_words=cfg.quality_min_words, max_doc_words=100_000,
