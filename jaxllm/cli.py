@@ -91,16 +91,53 @@ def cmd_data_prepare(args) -> int:
     return 0
 
 
-def cmd_data_clean(args) -> int:
+def _write_shards(docs: list[str], folder, n: int) -> None:
+    import gzip
     import json
     from pathlib import Path
 
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        with gzip.open(Path(folder) / f"{k:05d}.jsonl.gz", "wt") as f:
+            for i in range(k, len(docs), n):
+                f.write(json.dumps({"text": docs[i], "id": str(i)}) + "\n")
+
+
+def cmd_data_clean(args) -> int:
+    import json
+    import tempfile
+    from pathlib import Path
+
     from jaxllm.config import load_config
-    from jaxllm.data.clean import clean_documents, format_report
-    from jaxllm.data.sources import load_documents
+    from jaxllm.data.clean import format_report
 
     path, overrides = _split_args(args.items)
     cfg = load_config(path, overrides)
+    if args.executor:  # sharded files through datatrove's executors: corpora larger than one process
+        from jaxllm.data.clean_dist import build_stages, report_from_logs
+        from jaxllm.errors import UserError
+        if not args.out:
+            raise UserError("--executor needs --out DIR for the cleaned JSONL shards.")
+        work = Path(args.work or tempfile.mkdtemp(prefix="jaxllm-clean-"))
+        input_dir = args.input
+        if not input_dir:  # the configured source, written as shards first
+            from jaxllm.data.sources import load_documents
+            input_dir = str(work / "input")
+            _write_shards(load_documents(cfg.data)[0], input_dir, args.tasks)
+        slurm = {"partition": args.slurm_partition, "time": args.slurm_time} if args.executor == "slurm" else None
+        chain = build_stages(cfg.data.clean, input_dir, args.out, str(work), executor=args.executor, tasks=args.tasks,
+                             workers=args.workers, field=cfg.data.field if args.input else "text", slurm=slurm)
+        chain[-1].run()
+        if args.executor == "slurm":
+            print(f"submitted {len(chain)} dependent SLURM stages; logs and stats in {work / 'logs'}; "
+                  f"output in {args.out}")
+            return 0
+        print(format_report(report_from_logs(str(work))))
+        print(f"cleaned shards in {args.out}; stage logs in {work / 'logs'}")
+        return 0
+
+    from jaxllm.data.clean import clean_documents
+    from jaxllm.data.sources import load_documents
     docs, report = load_documents(cfg.data)
     kept, steps = clean_documents(docs, cfg.data.clean)
     print(format_report(steps))
@@ -154,7 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     dc = dt_sub.add_parser("clean", help="run the data.clean steps on the configured source and print what each removed")
     dc.add_argument("items", nargs="*", metavar="CONFIG [key=value ...]")
-    dc.add_argument("--out", help="also write the kept documents as JSONL ({\"text\": ...} per line)")
+    dc.add_argument("--out", help="in-process: also write the kept documents to this JSONL file; "
+                                  "with --executor: the folder for the cleaned JSONL shards")
+    dc.add_argument("--executor", choices=("local", "slurm", "ray"),
+                    help="run as datatrove stages over JSONL shards: local worker processes, SLURM jobs or Ray")
+    dc.add_argument("--input", help="with --executor: a folder of JSONL(.gz) shards (default: the configured source, sharded)")
+    dc.add_argument("--work", help="with --executor: folder for intermediate files and stage logs (re-runs resume)")
+    dc.add_argument("--tasks", type=int, default=4, help="with --executor: shards processed in parallel per stage")
+    dc.add_argument("--workers", type=int, default=2, help="with --executor: tasks running at once")
+    dc.add_argument("--slurm-partition", default="cpu", help="with --executor slurm")
+    dc.add_argument("--slurm-time", default="02:00:00", help="with --executor slurm: time limit per task")
     dc.set_defaults(fn=cmd_data_clean)
 
     tb = dt_sub.add_parser("tfds-build", help="make a TFDS dataset (array_record) from local files, or tiny_shakespeare offline")

@@ -19,16 +19,14 @@ characters removed):
 Word-level rules use a small regex word tokenizer instead of spaCy (same results on English,
 ~4x faster, no 126 MB download). Stages run in this process, chained as datatrove's executor
 chains them per task (no fork beside JAX); nothing is fetched from the network: language ID
-reads a local fastText model.
+reads a local fastText model. For corpora larger than one process, `clean_dist` runs the same
+steps over JSONL shards with datatrove's executors (local workers, SLURM, Ray).
 """
 
 from __future__ import annotations
 
-import html
 import json
-import re
 import tempfile
-from html.parser import HTMLParser
 from pathlib import Path
 
 from jaxllm.config.schema import CleanConfig
@@ -41,132 +39,6 @@ def _datatrove():
     except ImportError:
         raise UserError("data.clean needs datatrove: pip install -e . (it is a dependency) or "
                         "pip install 'datatrove>=0.10,<0.11' orjson 'xxhash<4' ftfy regex fasteners tokenizers") from None
-
-
-def _steps_module():
-    """Datatrove step classes, defined on first use so importing jaxllm never needs datatrove."""
-    _datatrove()
-    from datatrove.pipeline.base import PipelineStep
-    from datatrove.pipeline.formatters.base import BaseFormatter
-    from datatrove.utils.word_tokenizers import WordTokenizer
-
-    class RegexWords(WordTokenizer):
-        """English words and punctuation by regex (datatrove's default is spaCy)."""
-
-        _word = re.compile(r"\w+|[^\w\s]")
-        _sent = re.compile(r"(?<=[.!?])\s+")
-
-        def word_tokenize(self, text):
-            return self._word.findall(text)
-
-        def sent_tokenize(self, text):
-            return [s for s in self._sent.split(text) if s]
-
-        def span_tokenize(self, text):
-            return [m.span() for m in self._word.finditer(text)]
-
-    class Count(PipelineStep):
-        """Counts documents and characters passing this point (read back from datatrove's stats)."""
-
-        type = "📊 - COUNT"
-
-        def __init__(self, label: str):
-            super().__init__()
-            self.label = label
-            self.name = f"count:{label}"
-
-        def run(self, data, rank=0, world_size=1):
-            for doc in data:
-                self.stat_update("documents")
-                self.stat_update("characters", value=len(doc.text))
-                yield doc
-
-    class MarkupToText(BaseFormatter):
-        """HTML/XML to plain text with the standard library's parser."""
-
-        name = "markup to text"
-
-        def format(self, text: str) -> str:
-            if "<" not in text and "&" not in text:
-                return text
-            parser = _TextExtractor()
-            parser.feed(text)
-            parser.close()
-            lines = [re.sub(r"[ \t]+", " ", ln).strip() for ln in "".join(parser.parts).split("\n")]
-            return "\n".join(ln for ln in lines if ln)
-
-    class BoilerplateLines(BaseFormatter):
-        """Drops lines that match any boilerplate pattern (case-insensitive)."""
-
-        name = "boilerplate lines"
-
-        def __init__(self, patterns: list[str]):
-            super().__init__()
-            self.pattern = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE) if patterns else None
-
-        def format(self, text: str) -> str:
-            if self.pattern is None:
-                return text
-            return "\n".join(ln for ln in text.split("\n") if not self.pattern.search(ln))
-
-    class ExactDedup(PipelineStep):
-        """Keeps the first of documents whose whitespace-normalised text hashes equal (xxhash64)."""
-
-        type = "🫂 - DEDUP"
-        name = "exact"
-
-        def run(self, data, rank=0, world_size=1):
-            import xxhash
-            seen = set()
-            for doc in data:
-                h = xxhash.xxh64_intdigest(" ".join(doc.text.split()))
-                if h in seen:
-                    self.stat_update("dropped")
-                    continue
-                seen.add(h)
-                yield doc
-
-    class Collect(PipelineStep):
-        """Writes surviving documents (id, text) as JSONL for the caller to read back."""
-
-        name = "collect"
-
-        def __init__(self, path: str):
-            super().__init__()
-            self.path = path
-
-        def run(self, data, rank=0, world_size=1):
-            with open(self.path, "w") as f:
-                for doc in data:
-                    f.write(json.dumps({"id": doc.id, "text": doc.text}) + "\n")
-                    yield doc
-
-    return RegexWords, Count, MarkupToText, BoilerplateLines, ExactDedup, Collect
-
-
-class _TextExtractor(HTMLParser):
-    _SKIP = {"script", "style", "head", "title", "noscript"}
-    _BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "footer", "header", "section", "article"}
-
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.parts, self._skip = [], 0
-
-    def handle_starttag(self, tag, attrs):
-        if tag in self._SKIP:
-            self._skip += 1
-        elif tag in self._BLOCK:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag):
-        if tag in self._SKIP and self._skip:
-            self._skip -= 1
-        elif tag in self._BLOCK:
-            self.parts.append("\n")
-
-    def handle_data(self, data):
-        if not self._skip:
-            self.parts.append(html.unescape(data))
 
 
 def _language_filter(cfg: CleanConfig):
@@ -219,35 +91,48 @@ def _repetition_filter(cfg: CleanConfig, words):
         language=words)
 
 
-def _stage1(cfg: CleanConfig, docs, out_path: str):
-    """The per-document steps, each followed by a Count; returns the pipeline and the labels."""
-    from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, LambdaFilter
+def filter_steps(cfg: CleanConfig) -> tuple[list, list[str]]:
+    """The enabled per-document steps (1-7), each followed by a Count, and their labels."""
+    from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter
     from datatrove.pipeline.formatters import FTFYFormatter
-    RegexWords, Count, MarkupToText, BoilerplateLines, ExactDedup, Collect = _steps_module()
-    words = RegexWords()
+
+    from jaxllm.data import clean_steps as m
+    words = m.RegexWords()
     steps = [
         ("ftfy", cfg.ftfy, lambda: FTFYFormatter(normalization="NFC")),
-        ("markup", cfg.markup, MarkupToText),
-        ("boilerplate", cfg.boilerplate, lambda: BoilerplateLines(cfg.boilerplate_patterns)),
+        ("markup", cfg.markup, m.MarkupToText),
+        ("boilerplate", cfg.boilerplate, lambda: m.BoilerplateLines(cfg.boilerplate_patterns)),
         ("boilerplate_c4", cfg.boilerplate, lambda: C4QualityFilter(
             split_paragraph=True, remove_citations=False, filter_no_terminal_punct=False, min_num_sentences=-1,
             min_words_per_line=-1, max_word_length=1000, language=words)),
-        ("length", cfg.length, lambda: LambdaFilter(lambda d: cfg.min_chars <= len(d.text) <= cfg.max_chars)),
+        ("length", cfg.length, lambda: m.LengthFilter(cfg.min_chars, cfg.max_chars)),
         ("language", cfg.language_id, lambda: _language_filter(cfg)),
         ("repetition", cfg.repetition, lambda: _repetition_filter(cfg, words)),
         ("quality", cfg.quality, lambda: GopherQualityFilter(
             min_doc_words=cfg.quality_min_words, max_doc_words=100_000,
             min_avg_word_length=cfg.quality_min_avg_word_length or None, max_symbol_word_ratio=cfg.quality_max_symbol_ratio,
-            max_non_alpha_words_ratio=cfg.quality_min_alpha_words, max_bullet_lines_ratio=cfg.quality_max_bullet_lines, min_stop_words=cfg.quality_min_stop_words, language=words)),
+            max_non_alpha_words_ratio=cfg.quality_min_alpha_words, max_bullet_lines_ratio=cfg.quality_max_bullet_lines,
+            min_stop_words=cfg.quality_min_stop_words, language=words)),
         ("fineweb", cfg.fineweb, lambda: FineWebQualityFilter(language=words)),
-        ("exact_dedup", cfg.exact_dedup, ExactDedup),
     ]
-    pipeline, labels = [docs, Count("input")], ["input"]
+    pipeline, labels = [], []
     for label, on, make in steps:
         if on:
-            pipeline += [make(), Count(label)]
+            pipeline += [make(), m.Count(label)]
             labels.append(label)
-    pipeline.append(Collect(out_path))
+    return pipeline, labels
+
+
+def _stage1(cfg: CleanConfig, docs, out_path: str):
+    """In-process stage 1: documents -> filter steps -> exact dedup -> Collect; pipeline and labels."""
+    from jaxllm.data import clean_steps as m
+    steps, labels = filter_steps(cfg)
+    pipeline = [docs, m.Count("input"), *steps]
+    labels = ["input", *labels]
+    if cfg.exact_dedup:
+        pipeline += [m.ExactDedup(), m.Count("exact_dedup")]
+        labels.append("exact_dedup")
+    pipeline.append(m.Collect(out_path))
     return pipeline, labels
 
 
@@ -273,17 +158,23 @@ def _count(step) -> tuple[int, int]:
     return int(step.stats["documents"].total), int(step.stats["characters"].total)
 
 
+def _minhash_config(cfg: CleanConfig):
+    from datatrove.pipeline.dedup.minhash import MinhashConfig
+    return MinhashConfig(n_grams=cfg.minhash_ngrams, num_buckets=cfg.minhash_buckets, hashes_per_bucket=cfg.minhash_hashes_per_bucket)
+
+
 def _minhash(cfg: CleanConfig, docs, work: Path, out_path: str):
-    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                                  MinhashDedupFilter, MinhashDedupSignature)
-    RegexWords, Count, _, _, _, Collect = _steps_module()
-    mc = MinhashConfig(n_grams=cfg.minhash_ngrams, num_buckets=cfg.minhash_buckets, hashes_per_bucket=cfg.minhash_hashes_per_bucket)
-    _run([docs, MinhashDedupSignature(output_folder=str(work / "sigs"), config=mc, language=RegexWords())])
+    from datatrove.pipeline.dedup.minhash import (MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter,
+                                                  MinhashDedupSignature)
+    from jaxllm.data import clean_steps as m
+    _datatrove()
+    mc = _minhash_config(cfg)
+    _run([docs, MinhashDedupSignature(output_folder=str(work / "sigs"), config=mc, language=m.RegexWords())])
     _run([MinhashDedupBuckets(input_folder=str(work / "sigs"), output_folder=str(work / "buckets"), config=mc)],
          tasks=mc.num_buckets)
     _run([MinhashDedupCluster(input_folder=str(work / "buckets"), output_folder=str(work / "remove"), config=mc)])
-    count = Count("minhash")
-    _run([docs, MinhashDedupFilter(input_folder=str(work / "remove")), count, Collect(out_path)])
+    count = m.Count("minhash")
+    _run([docs, MinhashDedupFilter(input_folder=str(work / "remove")), count, m.Collect(out_path)])
     return count
 
 

@@ -52,6 +52,20 @@ def peak_flops_per_device(override: float | None = None) -> tuple[float, str]:
     return float("nan"), f"unknown device kind {dev.device_kind!r}; set train.peak_flops_per_device"
 
 
+def _summary_writer(path: Path):
+    """tensorboardX (a dependency), else PyTorch's writer (GPU images without tensorboardX), else none."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            print("warning: no TensorBoard writer (pip install tensorboardX); metrics go to metrics.jsonl only",
+                  file=sys.stderr)
+            return None
+    return SummaryWriter(str(path))
+
+
 class MetricsLogger:
     """Writes one JSON object per logged step to metrics.jsonl and scalars to TensorBoard."""
 
@@ -63,8 +77,7 @@ class MetricsLogger:
             return
         self._file = (run_dir / "metrics.jsonl").open("a")
         if tensorboard:
-            from tensorboardX import SummaryWriter
-            self._tb = SummaryWriter(str(run_dir / "tb"))
+            self._tb = _summary_writer(run_dir / "tb")
 
     def log(self, step: int, metrics: dict) -> None:
         if not self.enabled:
