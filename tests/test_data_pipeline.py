@@ -187,3 +187,45 @@ def test_processes_read_disjoint_rows_covering_the_epoch(tmp_path, n_proc):
     single = BatchIterator(read_prepared(tmp_path / "prep")[0]["train"], seq, batch, seed=7)
     for s in range(steps):
         assert single.next_rows().tolist() == [x for r in results for x in r["rows"][s]]
+
+
+def test_tfrecord_datasets_read_through_tensorflow(tmp_path):
+    pytest.importorskip("tensorflow")
+    from jaxllm.data.sources import BadRecords
+    from jaxllm.data.tfds_source import build_local_dataset, read_tfds
+    (tmp_path / "a.txt").write_text("first block\n\nsecond block\n")
+    build_local_dataset("tfr", [str(tmp_path / "a.txt")], str(tmp_path / "tfds"), file_format="tfrecord")
+    assert list((tmp_path / "tfds" / "tfr" / "1.0.0").glob("*.tfrecord*"))
+    assert read_tfds("tfr", str(tmp_path / "tfds"), "train", "text", BadRecords("raise")) == ["first block", "second block"]
+
+
+@needs_shared
+def test_tfds_paths_need_no_tensorflow(tmp_path):
+    """With `import tensorflow` blocked: the catalog's tiny_shakespeare offline, the own builder, reading both."""
+    code = f"""
+import importlib.abc, importlib.util, sys
+
+
+class NoTensorFlow(importlib.abc.MetaPathFinder):  # as if TensorFlow were not installed
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)")
+
+
+sys.meta_path.insert(0, NoTensorFlow())
+_find_spec = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] == "tensorflow" else _find_spec(name, *a)
+from jaxllm.data.sources import BadRecords
+from jaxllm.data.tfds_source import build_local_dataset, build_tiny_shakespeare, read_tfds
+build_tiny_shakespeare({str(tmp_path / 'tfds')!r}, {str(SHAKESPEARE)!r})
+build_local_dataset("mine", [{str(SHAKESPEARE)!r}], {str(tmp_path / 'tfds')!r}, document="file")
+a = "".join(read_tfds("tiny_shakespeare", {str(tmp_path / 'tfds')!r}, s, "text", BadRecords("raise"))[0]
+            for s in ("train", "validation", "test"))
+b = read_tfds("mine", {str(tmp_path / 'tfds')!r}, "train", "text", BadRecords("raise"))[0]
+assert a == b == open({str(SHAKESPEARE)!r}).read()
+assert "tensorflow" not in sys.modules
+print("ok without tensorflow")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0 and "ok without tensorflow" in proc.stdout, proc.stderr[-3000:]

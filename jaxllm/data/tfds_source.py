@@ -1,8 +1,8 @@
 """TensorFlow Datasets as a source, without TensorFlow (array_record + `tfds.data_source`).
 
-- ``read_tfds("NAME[/CONFIG][:VERSION]", data_dir, split, field)``: a prepared TFDS dataset's text field.
-  Registered catalog datasets are read with ``tfds.data_source``; datasets made by
-  `build_local_dataset` (not in the catalog) from their directory.
+- ``read_tfds("NAME[/CONFIG][:VERSION]", data_dir, split, field)``: a prepared TFDS dataset's text field,
+  read from its directory: array_record through TFDS data sources (no TensorFlow); tfrecord (most of
+  the public catalog) through ``tfds`` + TensorFlow where it is installed (extra ``tf``).
 - ``build_local_dataset``: the project's own builder, turning local text/JSONL files into a
   versioned TFDS dataset (array_record), so users keep TFDS catalogs of their own data.
 - ``build_tiny_shakespeare``: the catalog's ``tiny_shakespeare`` built offline from a local copy
@@ -52,9 +52,21 @@ def _data_source(spec: str, data_dir: str | None, split: str):
         raise UserError(f"TFDS dataset {spec!r} is not prepared in {root}; {hint}.")
     try:
         builder = tfds.builder_from_directory(str(path))
-        return builder.as_data_source(split=split)
+        if builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:
+            return builder.as_data_source(split=split)
+        return _read_with_tensorflow(tfds, builder, spec, split)
     except (ValueError, KeyError) as e:
         raise UserError(f"TFDS dataset {spec!r} in {path}: cannot read split {split!r} ({e}).") from None
+
+
+def _read_with_tensorflow(tfds, builder, spec: str, split: str) -> list[dict]:
+    """tfrecord-format datasets (most of the public catalog) need TensorFlow's reader."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        raise UserError(f"TFDS dataset {spec!r} is stored as {builder.info.file_format.value}; reading it needs "
+                        "TensorFlow: pip install -e '.[tf]' (or rebuild it with file_format=array_record).") from None
+    return list(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
 
 
 def read_tfds(spec: str, data_dir: str | None, split: str, field: str, bad) -> list[str]:
@@ -109,14 +121,16 @@ def _local_builder_class(name: str, version: str, files: list[Path], fmt: str, f
 
 
 def build_local_dataset(name: str, paths: list[str], data_dir: str, version: str = "1.0.0", fmt: str = "text",
-                        field: str = "text", document: str = "blocks") -> Path:
-    """Local text/JSONL files -> TFDS dataset ``name:version`` (split ``train``) under ``data_dir``."""
+                        field: str = "text", document: str = "blocks", file_format: str = "array_record") -> Path:
+    """Local text/JSONL files -> TFDS dataset ``name:version`` (split ``train``) under ``data_dir``.
+
+    ``file_format="tfrecord"`` (readable by TensorFlow pipelines) needs TensorFlow to write and read."""
     tfds = _tfds()
     from jaxllm.data.sources import _expand
     if not re.fullmatch(r"[a-z0-9_]+", name):
         raise UserError(f"TFDS dataset name {name!r}: use lower-case letters, digits and underscores.")
     files = _expand(paths)
-    builder = _local_builder_class(name, version, files, fmt, field, document)(data_dir=data_dir, file_format="array_record")
+    builder = _local_builder_class(name, version, files, fmt, field, document)(data_dir=data_dir, file_format=file_format)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     return Path(builder.data_dir)
 
