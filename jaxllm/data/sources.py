@@ -43,24 +43,24 @@ class BadRecords:
         return {"skipped_records": self.count, "skipped_examples": self.examples}
 
 
-def _read_utf8(path: Path, bad: BadRecords) -> str | None:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        bad(f"{path}:{line}: invalid UTF-8 at byte {e.start}")
-        return data.decode("utf-8", errors="replace") if bad.mode == "skip" else None
-
-
 def read_text(path: Path, bad: BadRecords | None = None) -> list[str]:
-    """Documents are blocks separated by blank (or whitespace-only) lines; none means one document."""
+    """Documents are blocks separated by blank (or whitespace-only) lines; none means one document.
+
+    A block that is not valid UTF-8 is a bad record (named by file and line)."""
     bad = bad or BadRecords("raise")
-    text = _read_utf8(path, bad)
-    if not text:
-        return []
-    blocks = [b.strip() for b in re.split(r"\n[ \t\r]*\n", text)]  # "blank" lines may hold spaces (WikiText)
-    return [b for b in blocks if b]
+    data = path.read_bytes()
+    docs, line = [], 1
+    for block in re.split(rb"(\n[ \t\r]*\n)", data):  # "blank" lines may hold spaces (WikiText); separators kept
+        try:
+            text = block.decode("utf-8")
+        except UnicodeDecodeError as e:
+            at = line + block[: e.start].count(b"\n")
+            bad(f"{path}:{at}: invalid UTF-8 at byte {e.start} of the document")
+            text = ""
+        if text.strip() and not re.fullmatch(r"\n[ \t\r]*\n", text):
+            docs.append(text.strip())
+        line += block.count(b"\n")
+    return docs
 
 
 def read_jsonl(path: Path, field: str, bad: BadRecords | None = None) -> list[str]:
