@@ -162,7 +162,8 @@ def cmd_data_tfds_build(args) -> int:
         if not args.paths:
             from jaxllm.errors import UserError
             raise UserError(f"tfds-build {args.name}: give the files with --paths FILE [FILE ...] (globs allowed).")
-        path = build_local_dataset(args.name, args.paths, args.data_dir, args.version, args.format, args.field, args.document)
+        path = build_local_dataset(args.name, args.paths, args.data_dir, args.version, args.format, args.field, args.document,
+                                   args.file_format)
     print(f"built {path}; use it with data.source=tfds:{args.name} data.data_dir={args.data_dir}")
     return 0
 
@@ -212,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--field", default="text", help="JSONL field with the text")
     tb.add_argument("--document", choices=("blocks", "file"), default="blocks",
                     help="text files: a document per blank-line block, or the whole file as one")
+    tb.add_argument("--file-format", choices=("array_record", "tfrecord"), default="array_record",
+                    help="array_record (read without TensorFlow) or tfrecord (needs TensorFlow: extra tf)")
     tb.set_defaults(fn=cmd_data_tfds_build)
 
     tk = sub.add_parser("tokenizer", help="tokenizer tools")
