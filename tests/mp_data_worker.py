@@ -33,7 +33,7 @@ def main():
     mesh = make_mesh(MeshConfig())
     rows, shapes = [], []
     for _ in range(steps):
-        ids = it.next_rows()[it.offset: it.offset + it.local]
+        ids = it.next_local_rows()
         rows.append(ids.tolist())
         local = {"inputs": np.stack([np.asarray(streams["train"].tokens[r * seq: r * seq + seq]).astype(np.int32) for r in ids])}
         g = global_batch(local, mesh, MeshConfig().rules)

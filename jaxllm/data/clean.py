@@ -194,13 +194,17 @@ def clean_documents(docs: list[str], cfg: CleanConfig) -> tuple[list[str], list[
             counts.append(_count(_minhash(cfg, items, work / "minhash", str(work / "final.jsonl"))))
             labels.append("minhash")
             kept = [json.loads(line)["text"] for line in (work / "final.jsonl").read_text().splitlines()]
+    return kept, step_report([(label, *c) for label, c in zip(labels, counts)])
+
+
+def step_report(counts: list[tuple[str, int, int]]) -> list[dict]:
+    """``[(step, documents, characters) after each step]`` -> what each step removed from the one before."""
     report = []
-    for i, label in enumerate(labels):
-        docs_out, chars_out = counts[i]
-        docs_in, chars_in = counts[i - 1] if i else counts[0]
-        report.append({"step": label, "documents": docs_out, "documents_removed": docs_in - docs_out,
-                       "characters": chars_out, "characters_removed": chars_in - chars_out})
-    return kept, report
+    for i, (label, docs, chars) in enumerate(counts):
+        prev_docs, prev_chars = counts[i - 1][1:] if i else (docs, chars)
+        report.append({"step": label, "documents": docs, "documents_removed": prev_docs - docs,
+                       "characters": chars, "characters_removed": prev_chars - chars})
+    return report
 
 
 def format_report(report: list[dict]) -> str:

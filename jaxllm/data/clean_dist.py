@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from jaxllm.config.schema import CleanConfig
-from jaxllm.data.clean import _datatrove, _minhash_config, filter_steps
+from jaxllm.data.clean import _datatrove, _minhash_config, filter_steps, step_report
 from jaxllm.errors import UserError
 
 
@@ -100,9 +100,4 @@ def report_from_logs(work_dir: str) -> list[dict]:
                 st = s["stats"]
                 label = s["name"].split("count:")[-1]
                 counts.append((label, int(st.get("documents", 0)), int(st.get("characters", {}).get("total", 0))))
-    report = []
-    for i, (label, docs, chars) in enumerate(counts):
-        prev_docs, prev_chars = (counts[i - 1][1], counts[i - 1][2]) if i else (docs, chars)
-        report.append({"step": label, "documents": docs, "documents_removed": prev_docs - docs,
-                       "characters": chars, "characters_removed": prev_chars - chars})
-    return report
+    return step_report(counts)

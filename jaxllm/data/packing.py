@@ -99,9 +99,12 @@ class BatchIterator:
         self.index += self.global_batch
         return rows
 
+    def next_local_rows(self) -> np.ndarray:
+        """This process's slice of the next global batch's row ids."""
+        return self.next_rows()[self.offset: self.offset + self.local]
+
     def __next__(self) -> dict[str, np.ndarray]:
-        rows = self.next_rows()[self.offset: self.offset + self.local]
-        return pack_rows(self.stream, rows, self.seq_len)
+        return pack_rows(self.stream, self.next_local_rows(), self.seq_len)
 
     def __iter__(self):
         return self

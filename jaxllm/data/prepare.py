@@ -62,6 +62,14 @@ def tokenize(tok: Tokenizer, docs: list[str]) -> TokenStream:
     return build_stream(tok.encode(docs))
 
 
+def tokenize_splits(tok: Tokenizer, corpus: Corpus) -> dict[str, TokenStream]:
+    """``{"train": ..., "eval": ...}`` (eval only when documents were held out)."""
+    streams = {"train": tokenize(tok, corpus.train_docs)}
+    if corpus.eval_docs:
+        streams["eval"] = tokenize(tok, corpus.eval_docs)
+    return streams
+
+
 def load_pretrain_data(cfg: Config, run_dir: Path | None) -> PretrainData:
     """Token streams for pre-training: from data.prepared_dir, or tokenized from the source now."""
     if cfg.data.source == "prepared":
@@ -74,10 +82,7 @@ def load_pretrain_data(cfg: Config, run_dir: Path | None) -> PretrainData:
         return PretrainData(tok, streams, stats)
     corpus = load_corpus(cfg)
     tok = get_tokenizer(cfg, run_dir, corpus.train_docs)
-    streams = {"train": tokenize(tok, corpus.train_docs)}
-    if corpus.eval_docs:
-        streams["eval"] = tokenize(tok, corpus.eval_docs)
-    return PretrainData(tok, streams, corpus.report)
+    return PretrainData(tok, tokenize_splits(tok, corpus), corpus.report)
 
 
 def prepare_dataset(cfg: Config) -> dict:
@@ -91,9 +96,7 @@ def prepare_dataset(cfg: Config) -> dict:
     t_read = time.perf_counter() - t0
     tok = get_tokenizer(cfg, None, corpus.train_docs)
     t1 = time.perf_counter()
-    streams = {"train": tokenize(tok, corpus.train_docs)}
-    if corpus.eval_docs:
-        streams["eval"] = tokenize(tok, corpus.eval_docs)
+    streams = tokenize_splits(tok, corpus)
     chars = {"train": sum(map(len, corpus.train_docs)), "eval": sum(map(len, corpus.eval_docs))}
     stats = {
         "source": cfg.data.source if cfg.data.source not in ("text", "jsonl") else f"{cfg.data.source}:{cfg.data.paths}",

@@ -14,7 +14,7 @@ evaluation (dropout off).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -40,7 +40,3 @@ class Objective:
     tokens_per_step: int  # tokens the model processes per optimizer step (for tokens/s and MFU)
     frozen: Any = None    # frozen pytrees the loss reads (reference model, reward model); None for pretrain
 
-
-def iterate(source: BatchSource) -> Iterator[dict[str, np.ndarray]]:
-    while True:
-        yield next(source)
