@@ -8,6 +8,9 @@
     jaxllm data tfds-build NAME --paths FILES --data-dir DIR   local files -> TFDS dataset
     jaxllm tokenizer train CONFIG [key=value ...] [--out PATH]
                                              train the SentencePiece tokenizer on the configured data
+    jaxllm generate CHECKPOINT --prompt TEXT [--prompt TEXT ...]   sample (chat template for SFT models)
+    jaxllm chat CHECKPOINT                   interactive chat that keeps the conversation
+    jaxllm eval CHECKPOINT [--questions builtin|FILE] [--text FILE ...]   accuracy and perplexity
 
 CONFIG is a YAML path or a name under configs/ (``pretrain/demo``). Mistakes in
 config, data or files print one ``error:`` line and exit with status 2.
@@ -168,6 +171,117 @@ def cmd_data_tfds_build(args) -> int:
     return 0
 
 
+def _sampling(args):
+    from jaxllm.model.decode import Sampling
+
+    return Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
+
+
+def _chat_mode(args, loaded) -> bool:
+    return loaded.is_chat_model if args.format == "auto" else args.format == "chat"
+
+
+def cmd_generate(args) -> int:
+    import jax
+
+    from jaxllm.data.chat import Message
+    from jaxllm.infer.load import load_checkpoint
+
+    loaded = load_checkpoint(args.checkpoint, args.set)
+    key = jax.random.PRNGKey(args.seed)
+    if _chat_mode(args, loaded):
+        system = [Message("system", args.system)] if args.system else []
+        outs = loaded.reply([system + [Message("user", p)] for p in args.prompt], _sampling(args), key)
+        texts = [o["text"] for o in outs]
+    else:
+        outs = None
+        texts = [p + t for p, t in zip(args.prompt, loaded.complete(args.prompt, _sampling(args), key))]
+    for i, t in enumerate(texts):
+        print(t if len(texts) == 1 else f"[{i}] {t}")
+        if args.logprobs and outs is not None:
+            lp = outs[i]["logprobs"]
+            print(f"    {len(lp)} tokens, sum log p = {float(lp.sum()):.3f}")
+    return 0
+
+
+def cmd_chat(args) -> int:
+    import jax
+
+    from jaxllm.data.chat import Message
+    from jaxllm.infer.load import load_checkpoint
+
+    loaded = load_checkpoint(args.checkpoint, args.set)
+    history = [Message("system", args.system)] if args.system else []
+    key = jax.random.PRNGKey(args.seed)
+    print(f"chatting with {loaded.path} ({loaded.cfg.objective.name} model); /reset starts over, /quit or Ctrl-D ends")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            print()
+            return 0
+        if line in ("/quit", "/exit"):
+            return 0
+        if line == "/reset":
+            history = history[:1] if args.system else []
+            continue
+        if not line:
+            continue
+        history.append(Message("user", line))
+        key, sub = jax.random.split(key)
+        try:
+            out = loaded.reply([history], _sampling(args), sub)[0]
+        except UserError as e:
+            history.pop()
+            print(f"error: {e}")
+            continue
+        history.append(Message("assistant", out["text"]))
+        print(f"assistant> {out['text']}" + ("" if out["stopped"] else "  [max_new_tokens reached]"))
+
+
+def cmd_eval(args) -> int:
+    import json
+
+    from jaxllm.infer.evaluate import load_questions, perplexity, qa_accuracy
+    from jaxllm.infer.load import load_checkpoint
+
+    loaded = load_checkpoint(args.checkpoint, args.set)
+    report = {"checkpoint": str(args.checkpoint)}
+    if args.questions:
+        qs = load_questions(args.questions, loaded)[: args.limit or None]
+        fmt = args.prompt_format if args.prompt_format != "auto" else ("chat" if loaded.is_chat_model else "qa")
+        res = qa_accuracy(loaded, qs, fmt, args.max_new_tokens)
+        rows = res.pop("rows")
+        report["qa"] = {"questions_from": args.questions, "prompt_format": fmt, **res, "rows": rows}
+        print(f"{args.questions} ({fmt} prompts): {res['questions']} questions, exact match {res['exact_match']:.1%}, "
+              f"contains answer {res['contains_answer']:.1%}, ended the turn {res['stopped']:.1%}")
+        for kind, k in res["by_kind"].items():
+            print(f"  {kind:<22} n={k['n']:<4} exact {k['exact_match']:.1%}  contains {k['contains_answer']:.1%}")
+        for r in rows[: args.show]:
+            print(f"  Q: {r['question']}\n  A: {r['reply']}   [{'ok' if r['contains_answer'] else 'wrong'}]")
+    if args.text:
+        ppl = perplexity(loaded, args.text, args.seq_len)
+        report["perplexity"] = ppl
+        print(f"perplexity on {', '.join(args.text)}: {ppl['perplexity']:.3f} (nll {ppl['nll']:.4f}, "
+              f"{ppl['tokens']:,} tokens, {ppl['documents']} documents)")
+    if not args.questions and not args.text:
+        raise UserError("nothing to evaluate: give --questions builtin|FILE and/or --text FILE.")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return 0
+
+
+def _add_sampling(p: argparse.ArgumentParser, temperature: float) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=temperature, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (0 = off)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--system", help="a system message first (chat template)")
+    p.add_argument("--set", nargs="*", default=[], metavar="key=value", help="config overrides, e.g. mesh.tensor=2")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxllm", description="Pre-train, fine-tune and align language models in JAX.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -223,6 +337,34 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("items", nargs="*", metavar="CONFIG [key=value ...]")
     tt.add_argument("--out", help="output .model path (default <run.dir>/tokenizer.model)")
     tt.set_defaults(fn=cmd_tokenizer_train)
+
+    ge = sub.add_parser("generate", help="generate from a checkpoint (KV-cache decoder)")
+    ge.add_argument("checkpoint", help="run dir, its checkpoints/ or checkpoints/<step>")
+    ge.add_argument("--prompt", action="append", required=True, help="a prompt (repeat for a batch)")
+    ge.add_argument("--format", choices=("auto", "chat", "raw"), default="auto",
+                    help="chat: the prompt is a user message; raw: plain continuation; auto: chat for fine-tuned models")
+    ge.add_argument("--logprobs", action="store_true", help="also print the sampled tokens' total log-probability")
+    _add_sampling(ge, 0.8)
+    ge.set_defaults(fn=cmd_generate)
+
+    ch = sub.add_parser("chat", help="chat with a fine-tuned checkpoint in the terminal")
+    ch.add_argument("checkpoint")
+    _add_sampling(ch, 0.0)
+    ch.set_defaults(fn=cmd_chat)
+
+    ev = sub.add_parser("eval", help="question-answer accuracy and perplexity of a checkpoint")
+    ev.add_argument("checkpoint")
+    ev.add_argument("--questions", help="builtin (held-out facts), builtin:train, or a JSONL of {question, answer, contains?}")
+    ev.add_argument("--prompt-format", choices=("auto", "chat", "qa"), default="auto",
+                    help="chat template, or 'Question: ...\\nAnswer:' text (auto: chat for fine-tuned models)")
+    ev.add_argument("--text", nargs="*", default=[], help="plain-text or JSONL files for perplexity")
+    ev.add_argument("--seq-len", type=int, default=None, help="perplexity window (default: the model's max_seq_len)")
+    ev.add_argument("--max-new-tokens", type=int, default=32)
+    ev.add_argument("--limit", type=int, default=0, help="only the first N questions")
+    ev.add_argument("--show", type=int, default=5, help="print this many question/reply pairs")
+    ev.add_argument("--json", help="write the full report (with every reply) to this file")
+    ev.add_argument("--set", nargs="*", default=[], metavar="key=value")
+    ev.set_defaults(fn=cmd_eval)
     return p
 
 

@@ -108,6 +108,13 @@ class DataConfig:
     field: str = _f("text", doc="Text field of JSONL records and TFDS examples.")
     builtin_chars: int = _f(3_000_000, min=10_000, doc="Size of the generated built-in corpus in characters.")
     builtin_seed: int = _f(0, doc="Seed of the built-in world (facts and documents).")
+    builtin_conversations: int = _f(4000, min=10, doc="SFT (source builtin): chats generated about the built-in world.")
+    builtin_heldout: float = _f(0.25, min=0.0, max=0.9, doc="SFT (source builtin): share of countries and people no chat "
+                                                            "mentions; `jaxllm eval --questions builtin` asks about them.")
+    chat_format: str = _f("auto", choices=("auto", "alpaca", "messages", "sharegpt", "hh"),
+                          doc="SFT records in data.paths: alpaca {instruction,input,output|instances}, messages "
+                              "{messages:[{role,content}]}, sharegpt {conversations:[{from,value}]}, hh (HH-RLHF "
+                              "dialogue in data.field, default chosen); auto = by each record's keys.")
     builtin_noise: float = _f(0.1, min=0.0, max=1.0, doc="Extra noisy documents (markup, boilerplate, mojibake, junk, spam, "
                                                         "fragments, duplicates) mixed into the built-in corpus, as a share of it.")
     data_dir: Optional[str] = _f(None, doc="TFDS data directory (null = TFDS's default, ~/tensorflow_datasets).")
@@ -123,7 +130,11 @@ class DataConfig:
 
 @dataclass
 class ObjectiveConfig:
-    name: str = _f("pretrain", choices=("pretrain",), doc="Which loss and batch source the trainer loop uses.")
+    name: str = _f("pretrain", choices=("pretrain", "sft"),
+                   doc="Which loss and batch source the trainer loop uses: pretrain (packed documents), "
+                       "sft (chats; loss on assistant tokens only).")
+    train_on: str = _f("all_assistant", choices=("all_assistant", "last_assistant"),
+                       doc="SFT: which assistant turns are targets: every one, or only each conversation's last.")
 
 
 @dataclass
@@ -207,7 +218,8 @@ class LogConfig:
 @dataclass
 class Config:
     seed: int = _f(0, doc="Seed for init, dropout and data order.")
-    init_from: Optional[str] = _f(None, doc="Checkpoint dir (a run dir or its checkpoints/<step>) to take parameters from.")
+    init_from: Optional[str] = _f(None, doc="Checkpoint dir (a run dir or its checkpoints/<step>) to take parameters from; "
+                                            "its tokenizer.model is used unless data.tokenizer.path is set.")
     run: RunConfig = _f(factory=RunConfig)
     model: ModelConfig = _f(factory=ModelConfig)
     data: DataConfig = _f(factory=DataConfig)

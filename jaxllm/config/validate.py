@@ -59,3 +59,6 @@ def validate(cfg: Config) -> None:
     if cfg.data.source in ("text", "jsonl") and not cfg.data.paths:
         raise ConfigError(f"data.paths is empty but data.source = {cfg.data.source!r} needs files; "
                           "set data.paths=[file1,file2] or data.source=builtin.")
+    if cfg.objective.name == "sft" and cfg.data.source not in ("builtin", "jsonl"):
+        raise ConfigError(f"data.source = {cfg.data.source!r} with objective.name = 'sft': SFT reads chats from "
+                          "data.source=builtin (the built-in world) or data.source=jsonl (data.paths, data.chat_format).")

@@ -1,12 +1,15 @@
 """Packing documents into fixed-length rows, and a resumable batch iterator.
 
-Documents become one stream ``[BOS, doc..., EOS, BOS, doc..., EOS, ...]``; row
+Pre-training: documents become one stream ``[BOS, doc..., EOS, BOS, doc..., EOS, ...]``; row
 ``i`` is the window ``stream[i*L : i*L + L + 1]`` (inputs the first L tokens,
 targets the last L), so every token is a target exactly once per epoch.
 Within a row, ``segment_ids`` number the documents (attention stays inside
 one), ``positions`` restart at each document start and at the row start, and
 ``loss_mask`` drops the one target that crosses from a document's EOS into the
 next document.
+
+Fine-tuning: whole examples (a conversation with its per-token loss flags) are
+packed into rows without splitting one across rows (`pack_examples`).
 """
 
 from __future__ import annotations
@@ -64,21 +67,20 @@ def pack_rows(stream: TokenStream, rows: np.ndarray, seq_len: int) -> dict[str, 
     }
 
 
-class BatchIterator:
-    """Global batches of packed rows, shuffled per epoch, with a JSON-able position.
+class RowBatches:
+    """Global batches of rows ``fetch(row_ids) -> {name: [B, ...]}``, shuffled per epoch, with a JSON-able position.
 
     Each process gets its own slice of every global batch, so ``N`` processes
     together see exactly the rows one process would. ``state()`` / ``restore()``
     make a resumed run see the same batches as an uninterrupted one.
     """
 
-    def __init__(self, stream: TokenStream, seq_len: int, global_batch: int, *, seed: int, shuffle: bool = True,
-                 process_index: int = 0, process_count: int = 1):
-        self.stream, self.seq_len, self.global_batch = stream, seq_len, global_batch
+    def __init__(self, n_rows: int, fetch, global_batch: int, *, seed: int, shuffle: bool = True,
+                 process_index: int = 0, process_count: int = 1, what: str = "rows"):
+        self.fetch, self.n_rows, self.global_batch = fetch, n_rows, global_batch
         self.seed, self.shuffle = seed, shuffle
-        self.n_rows = num_rows(stream, seq_len)
         if self.n_rows < global_batch:
-            raise UserError(f"the training data packs into only {self.n_rows} rows of {seq_len} tokens, fewer than "
+            raise UserError(f"the training data packs into only {self.n_rows} {what}, fewer than "
                             f"train.batch_size = {global_batch}; add data or lower train.batch_size / train.seq_len.")
         if global_batch % process_count:
             raise UserError(f"train.batch_size = {global_batch} does not divide across {process_count} processes.")
@@ -104,7 +106,7 @@ class BatchIterator:
         return self.next_rows()[self.offset: self.offset + self.local]
 
     def __next__(self) -> dict[str, np.ndarray]:
-        return pack_rows(self.stream, self.next_local_rows(), self.seq_len)
+        return self.fetch(self.next_local_rows())
 
     def __iter__(self):
         return self
@@ -120,16 +122,75 @@ class BatchIterator:
         self.epoch, self.index = int(state["epoch"]), int(state["index"])
 
 
+class BatchIterator(RowBatches):
+    """`RowBatches` over the packed rows of a document stream (pre-training)."""
+
+    def __init__(self, stream: TokenStream, seq_len: int, global_batch: int, **kw):
+        self.stream, self.seq_len = stream, seq_len
+        super().__init__(num_rows(stream, seq_len), lambda rows: pack_rows(stream, rows, seq_len), global_batch,
+                         what=f"rows of {seq_len} tokens", **kw)
+
+
+def pack_examples(examples: list[tuple[list[int], list[int]]], seq_len: int) -> tuple[dict[str, np.ndarray], dict]:
+    """Whole examples ``(tokens, targets)`` packed in order into rows ``[R, seq_len]``, and packing statistics.
+
+    Each example contributes ``inputs = tokens[:-1]``, ``targets = tokens[1:]`` and
+    ``loss_mask = targets_flag[1:]``; a row holds as many whole examples as fit
+    (segment ids 1, 2, ...; positions restart), the rest is padding (segment 0,
+    no loss). An example longer than ``seq_len + 1`` tokens is cut (counted).
+    """
+    rows, cur, used, truncated = [], [], 0, 0
+    for toks, flags in examples:
+        if len(toks) > seq_len + 1:
+            toks, flags, truncated = toks[: seq_len + 1], flags[: seq_len + 1], truncated + 1
+        n = len(toks) - 1
+        if n < 1:
+            continue
+        if used + n > seq_len:
+            rows.append(cur)
+            cur, used = [], 0
+        cur.append((toks, flags))
+        used += n
+    if cur:
+        rows.append(cur)
+    out = {k: np.zeros((len(rows), seq_len), np.int32) for k in ("inputs", "targets", "segment_ids", "positions")}
+    out["loss_mask"] = np.zeros((len(rows), seq_len), np.float32)
+    for r, row in enumerate(rows):
+        at = 0
+        for seg, (toks, flags) in enumerate(row, 1):
+            n = len(toks) - 1
+            sl = slice(at, at + n)
+            out["inputs"][r, sl], out["targets"][r, sl] = toks[:-1], toks[1:]
+            out["loss_mask"][r, sl] = flags[1:]
+            out["segment_ids"][r, sl], out["positions"][r, sl] = seg, np.arange(n)
+            at += n
+    stats = {"examples": len(examples), "rows": len(rows), "truncated": truncated,
+             "fill": float((out["segment_ids"] > 0).mean()) if rows else 0.0,
+             "target_tokens": int(out["loss_mask"].sum())}
+    return out, stats
+
+
+def take_rows(arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[rows] for k, v in arrays.items()}
+
+
+def fixed_batches(n_rows: int, fetch, global_batch: int, n_batches: int,
+                  process_index: int = 0, process_count: int = 1) -> list[dict[str, np.ndarray]]:
+    """A fixed list of held-out batches: rows in order, wrapping around if there are few."""
+    local = global_batch // process_count
+    out = []
+    for b in range(n_batches):
+        rows = (np.arange(global_batch) + b * global_batch) % n_rows
+        out.append(fetch(rows[process_index * local:(process_index + 1) * local]))
+    return out
+
+
 def eval_batches(stream: TokenStream, seq_len: int, global_batch: int, n_batches: int,
                  process_index: int = 0, process_count: int = 1) -> list[dict[str, np.ndarray]]:
-    """A fixed list of held-out batches (rows in order, wrapping if the split is small)."""
+    """Held-out batches of a document stream's packed rows."""
     n = num_rows(stream, seq_len)
     if n == 0:
         raise UserError(f"the evaluation split is shorter than one row of {seq_len} tokens; "
                         "raise data.eval_fraction or lower train.seq_len.")
-    local = global_batch // process_count
-    out = []
-    for b in range(n_batches):
-        rows = (np.arange(global_batch) + b * global_batch) % n
-        out.append(pack_rows(stream, rows[process_index * local:(process_index + 1) * local], seq_len))
-    return out
+    return fixed_batches(n, lambda rows: pack_rows(stream, rows, seq_len), global_batch, n_batches,
+                         process_index, process_count)

@@ -47,11 +47,28 @@ def load_corpus(cfg: Config) -> Corpus:
     return Corpus(train, evald, report)
 
 
+def init_from_tokenizer(init_from: str | None) -> Path | None:
+    """The tokenizer.model of the run that ``init_from`` (run dir, checkpoints/ or checkpoints/<step>) points into."""
+    if not init_from:
+        return None
+    p = Path(init_from)
+    for d in (p, p.parent, p.parent.parent):
+        if (d / "tokenizer.model").is_file():
+            return d / "tokenizer.model"
+    return None
+
+
 def get_tokenizer(cfg: Config, run_dir: Path | None, train_docs: list[str]) -> Tokenizer:
-    """The configured tokenizer, else the run dir's cached one, else one trained now (in memory)."""
+    """The configured tokenizer, else init_from's, else the run dir's cached one, else one trained now (in memory)."""
     tc = cfg.data.tokenizer
     if tc.path:
         return Tokenizer.load(tc.path)
+    inherited = init_from_tokenizer(cfg.init_from)
+    if inherited:
+        return Tokenizer.load(inherited)
+    if cfg.init_from:
+        raise UserError(f"init_from = {cfg.init_from!r} has no tokenizer.model beside it; set data.tokenizer.path to "
+                        "the tokenizer that checkpoint was trained with.")
     cached = run_dir / "tokenizer.model" if run_dir else None
     if cached and cached.is_file():
         return Tokenizer.load(cached)

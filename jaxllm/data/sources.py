@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import gzip
 import json
 import re
 from pathlib import Path
@@ -13,7 +14,7 @@ from jaxllm.config.schema import DataConfig
 from jaxllm.errors import UserError
 
 
-def _expand(paths: list[str]) -> list[Path]:
+def expand_paths(paths: list[str]) -> list[Path]:
     files = []
     for p in paths:
         hits = sorted(glob.glob(p)) if any(ch in p for ch in "*?[") else [p]
@@ -29,12 +30,12 @@ def _expand(paths: list[str]) -> list[Path]:
 class BadRecords:
     """``on_error=raise``: the first bad record stops with file:line; ``skip``: count them (first few kept)."""
 
-    def __init__(self, mode: str):
-        self.mode, self.count, self.examples = mode, 0, []
+    def __init__(self, mode: str, hint: str = " (set data.on_error=skip to skip such records and count them)"):
+        self.mode, self.hint, self.count, self.examples = mode, hint, 0, []
 
     def __call__(self, message: str) -> None:
         if self.mode == "raise":
-            raise UserError(message + " (set data.on_error=skip to skip such records and count them)")
+            raise UserError(message + self.hint)
         self.count += 1
         if len(self.examples) < 5:
             self.examples.append(message)
@@ -63,10 +64,11 @@ def read_text(path: Path, bad: BadRecords | None = None) -> list[str]:
     return docs
 
 
-def read_jsonl(path: Path, field: str, bad: BadRecords | None = None) -> list[str]:
+def iter_jsonl(path: Path, bad: BadRecords | None = None):
+    """``(line number, record dict)`` for each valid line of a JSONL file (``.gz`` read transparently)."""
     bad = bad or BadRecords("raise")
-    docs = []
-    with path.open("rb") as f:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
         for i, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8")
@@ -80,14 +82,23 @@ def read_jsonl(path: Path, field: str, bad: BadRecords | None = None) -> list[st
             except json.JSONDecodeError as e:
                 bad(f"{path}:{i}: not valid JSON ({e.msg})")
                 continue
-            if not isinstance(rec, dict) or field not in rec:
-                keys = ", ".join(rec) if isinstance(rec, dict) else type(rec).__name__
-                bad(f"{path}:{i}: no field {field!r} (found: {keys}); set data.field to the text field")
+            if not isinstance(rec, dict):
+                bad(f"{path}:{i}: a JSON {type(rec).__name__}, expected an object")
                 continue
-            if not isinstance(rec[field], str):
-                bad(f"{path}:{i}: field {field!r} is {type(rec[field]).__name__}, expected a string")
-                continue
-            docs.append(rec[field])
+            yield i, rec
+
+
+def read_jsonl(path: Path, field: str, bad: BadRecords | None = None) -> list[str]:
+    bad = bad or BadRecords("raise")
+    docs = []
+    for i, rec in iter_jsonl(path, bad):
+        if field not in rec:
+            bad(f"{path}:{i}: no field {field!r} (found: {', '.join(rec)}); set data.field to the text field")
+            continue
+        if not isinstance(rec[field], str):
+            bad(f"{path}:{i}: field {field!r} is {type(rec[field]).__name__}, expected a string")
+            continue
+        docs.append(rec[field])
     return docs
 
 
@@ -102,7 +113,7 @@ def load_documents(cfg: DataConfig) -> tuple[list[str], dict]:
     if cfg.source.startswith("tfds:"):
         from jaxllm.data.tfds_source import read_tfds
         return read_tfds(cfg.source[len("tfds:"):], cfg.data_dir, cfg.tfds_split, cfg.field, bad), bad.report()
-    files = _expand(cfg.paths)
+    files = expand_paths(cfg.paths)
     docs = []
     for f in files:
         if f.stat().st_size == 0:

@@ -126,10 +126,10 @@ def build_local_dataset(name: str, paths: list[str], data_dir: str, version: str
 
     ``file_format="tfrecord"`` (readable by TensorFlow pipelines) needs TensorFlow to write and read."""
     tfds = _tfds()
-    from jaxllm.data.sources import _expand
+    from jaxllm.data.sources import expand_paths
     if not re.fullmatch(r"[a-z0-9_]+", name):
         raise UserError(f"TFDS dataset name {name!r}: use lower-case letters, digits and underscores.")
-    files = _expand(paths)
+    files = expand_paths(paths)
     builder = _local_builder_class(name, version, files, fmt, field, document)(data_dir=data_dir, file_format=file_format)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     return Path(builder.data_dir)

@@ -4,6 +4,11 @@ Two kernels behind one signature: ``xla`` (einsum + float32 softmax; any
 backend) and ``cudnn`` (`jax.nn.dot_product_attention`'s fused GPU kernel).
 A query attends to key ``j`` only if ``j <= i`` and both belong to the same
 segment, so packed documents never see each other.
+
+With a KV cache (decoding) the layer writes its new keys/values into the cache
+at ``cache_index`` and attends over the whole cache: key slot ``j`` is visible
+to query ``i`` when ``j <= cache_index + i`` and the slot's segment equals the
+query's (left padding is segment 0, so real tokens never see it).
 """
 
 from __future__ import annotations
@@ -26,6 +31,14 @@ def attention_mask(segment_ids: jax.Array | None, q_len: int, kv_len: int) -> ja
         same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
         mask = mask & same
     return mask
+
+
+def cache_mask(q_segments: jax.Array, kv_segments: jax.Array, index: jax.Array) -> jax.Array:
+    """Boolean ``[B, 1, Lq, S]`` for queries at cache slots ``index + i`` over all ``S`` slots."""
+    q_len, kv_len = q_segments.shape[1], kv_segments.shape[1]
+    causal = jnp.arange(kv_len)[None, :] <= jnp.arange(q_len)[:, None] + index
+    same = q_segments[:, :, None] == kv_segments[:, None, :]
+    return (causal[None] & same)[:, None]
 
 
 def xla_attention(q, k, v, mask) -> jax.Array:
@@ -54,7 +67,9 @@ class Attention(nn.Module):
     spec: ModelSpec
 
     @nn.compact
-    def __call__(self, x, positions, segment_ids):
+    def __call__(self, x, positions, segment_ids, cache=None, kv_segments=None, cache_index=None):
+        """Without ``cache``: ``out [B, L, embed]``. With ``cache = {"k", "v": [B, S, kv_heads, head_dim]}``,
+        ``kv_segments [B, S]`` and a scalar ``cache_index``: ``(out, updated cache)``."""
         s = self.spec
         b, l, _ = x.shape
         q = Dense(s.n_heads * s.head_dim, ("embed", "heads"), s, name="q")(x)
@@ -67,6 +82,14 @@ class Attention(nn.Module):
             q = rope(q, positions, s.rope_theta)
             k = rope(k, positions, s.rope_theta)
         q = constrain(q, ("act_batch", "act_length", "act_heads", "act_kv"))
+        if cache is not None:
+            k_all = jax.lax.dynamic_update_slice_in_dim(cache["k"], k.astype(cache["k"].dtype), cache_index, axis=1)
+            v_all = jax.lax.dynamic_update_slice_in_dim(cache["v"], v.astype(cache["v"].dtype), cache_index, axis=1)
+            out = xla_attention(q, k_all.astype(q.dtype), v_all.astype(q.dtype),
+                                cache_mask(segment_ids, kv_segments, cache_index))
+            out = out.reshape(b, l, s.n_heads * s.head_dim)
+            o = Dense(s.d_model, ("heads", "embed"), s, std=s.init_std / (2 * s.n_layers) ** 0.5, name="o")(out)
+            return o, {"k": k_all, "v": v_all}
         if s.attention == "cudnn":
             out = cudnn_attention(q, k, v, segment_ids)
         else:

@@ -7,7 +7,10 @@ Notable features:
   attention across documents;
 - blocks stacked with ``nn.scan`` (one compiled block, params get a leading
   ``layers`` axis) or unrolled; rematerialisation policy by config;
-- every parameter and large activation carries logical axis names.
+- every parameter and large activation carries logical axis names;
+- decoding: given a KV cache (``{"k", "v": [layers, B, S, kv_heads, head_dim]}``),
+  the new tokens' keys/values are written at ``cache_index`` and the call returns
+  ``(logits, cache)``; the same parameters serve training and generation.
 
 Usage: ``Transformer(spec).apply({"params": params}, tokens)``.
 """
@@ -35,48 +38,51 @@ class Block(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x, positions, segment_ids):
+    def __call__(self, x, positions, segment_ids, cache=None, decode=None):
+        """``decode = (kv_segments, cache_index)`` with a layer ``cache``; returns ``(x, cache | None)``."""
         drop = nn.Dropout(self.spec.dropout, deterministic=self.deterministic)
-        h = Attention(self.spec, name="attn")(Norm(self.spec, name="attn_norm")(x), positions, segment_ids)
+        attn = Attention(self.spec, name="attn")
+        h = Norm(self.spec, name="attn_norm")(x)
+        if cache is None:
+            h = attn(h, positions, segment_ids)
+        else:
+            h, cache = attn(h, positions, segment_ids, cache, *decode)
         x = x + drop(h)
         h = Mlp(self.spec, name="mlp")(Norm(self.spec, name="mlp_norm")(x))
         x = x + drop(h)
-        return constrain(x, ("act_batch", "act_length", "act_embed"))
-
-
-class _ScanBlock(Block):
-    """`Block` with the ``(carry, xs) -> (carry, ys)`` signature that ``nn.scan`` needs."""
-
-    @nn.compact
-    def __call__(self, x, positions, segment_ids):  # noqa: D401 - same as Block
-        return super().__call__(x, positions, segment_ids), None
+        return constrain(x, ("act_batch", "act_length", "act_embed")), cache
 
 
 def _stack(spec: ModelSpec, deterministic: bool):
-    """The n_layers blocks as one callable ``(x, positions, segment_ids) -> x``."""
+    """The n_layers blocks as one callable ``(x, positions, segment_ids, cache, decode) -> (x, cache)``.
+
+    Scanned blocks take the cache's leading ``layers`` axis as scanned input and output; unrolled ones index it.
+    """
     if spec.scan_layers:
-        block_cls = _ScanBlock
+        block_cls = Block
         if spec.remat != "none":
             block_cls = nn.remat(block_cls, policy=_REMAT_POLICIES[spec.remat], prevent_cse=False)
         scanned = nn.scan(
             block_cls,
             variable_axes={"params": 0},
             split_rngs={"params": True, "dropout": True},
-            in_axes=(nn.broadcast, nn.broadcast),
+            in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast),
             length=spec.n_layers,
             metadata_params={nn.PARTITION_NAME: "layers"},
         )(spec, deterministic, name="blocks")
-        return lambda x, p, s: scanned(x, p, s)[0]
+        return scanned
 
     block_cls = Block
     if spec.remat != "none":
         block_cls = nn.remat(block_cls, policy=_REMAT_POLICIES[spec.remat])
     blocks = [block_cls(spec, deterministic, name=f"block_{i}") for i in range(spec.n_layers)]
 
-    def run(x, p, s):
-        for blk in blocks:
-            x = blk(x, p, s)
-        return x
+    def run(x, p, s, cache, decode):
+        new = []
+        for i, blk in enumerate(blocks):
+            x, c = blk(x, p, s, None if cache is None else jax.tree.map(lambda a: a[i], cache), decode)
+            new.append(c)
+        return x, None if cache is None else jax.tree.map(lambda *a: jnp.stack(a), *new)
 
     return run
 
@@ -88,7 +94,9 @@ class Transformer(nn.Module):
 
     @nn.compact
     def __call__(self, tokens, positions=None, segment_ids=None, *, deterministic: bool = True,
-                 output: str = "logits"):
+                 output: str = "logits", cache=None, kv_segments=None, cache_index=None, last_only: bool = False):
+        """``cache``/``kv_segments [B, S]``/``cache_index`` for decoding (see the module doc);
+        ``last_only`` computes the head for the last position only (``[B, 1, vocab]``)."""
         s = self.spec
         b, l = tokens.shape
         if positions is None:
@@ -103,16 +111,19 @@ class Transformer(nn.Module):
         x = nn.Dropout(s.dropout, deterministic=deterministic)(x)
         x = constrain(x, ("act_batch", "act_length", "act_embed"))
 
-        x = _stack(s, deterministic)(x, positions, segment_ids)
+        decode = None if cache is None else (kv_segments, cache_index)
+        x, cache = _stack(s, deterministic)(x, positions, segment_ids, cache, decode)
+        if last_only:
+            x = x[:, -1:]
         x = Norm(s, name="final_norm")(x)
         if output == "hidden":
-            return x
+            return x if cache is None else (x, cache)
         if s.tie_embeddings:
             logits = jnp.einsum("bld,vd->blv", x, embedding.astype(s.jnp_dtype))
         else:
             logits = Dense(s.vocab_size, ("embed", "vocab"), s, name="lm_head")(x)
-        logits = constrain(logits, ("act_batch", "act_length", "act_vocab"))
-        return logits.astype(jnp.float32)
+        logits = constrain(logits, ("act_batch", "act_length", "act_vocab")).astype(jnp.float32)
+        return logits if cache is None else (logits, cache)
 
 
 def param_count(params) -> int:

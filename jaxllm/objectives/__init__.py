@@ -11,9 +11,11 @@ import dataclasses
 from typing import Callable
 
 from jaxllm.data.prepare import load_pretrain_data
+from jaxllm.data.sft_data import load_sft_data
 from jaxllm.errors import ConfigError
 from jaxllm.objectives.base import Objective
 from jaxllm.objectives.pretrain import build_pretrain
+from jaxllm.objectives.sft import build_sft
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +24,10 @@ class Entry:
     build: Callable[..., Objective]
 
 
-REGISTRY = {"pretrain": Entry(load_pretrain_data, build_pretrain)}
+REGISTRY = {
+    "pretrain": Entry(load_pretrain_data, build_pretrain),
+    "sft": Entry(load_sft_data, build_sft),
+}
 
 
 def objective_entry(name: str) -> Entry:

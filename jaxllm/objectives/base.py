@@ -39,4 +39,6 @@ class Objective:
     eval_batches: list[dict[str, np.ndarray]]
     tokens_per_step: int  # tokens the model processes per optimizer step (for tokens/s and MFU)
     frozen: Any = None    # frozen pytrees the loss reads (reference model, reward model); None for pretrain
+    prompt: Callable[[str], list[int]] | None = None  # text -> prompt tokens for samples; None = BOS + text
+    stop_ids: tuple[int, ...] = ()                     # tokens that end a sample (besides EOS)
 

@@ -111,7 +111,7 @@ def load_params(path: str, abstract_params):
         raise UserError(f"init_from = {path!r}: no such directory. Give a run dir, its checkpoints/ dir or checkpoints/<step>.")
     directory, step = _find_checkpoint_dir(p)
     manager = ocp.CheckpointManager(directory.absolute(), item_handlers=_handlers(),
-                                    options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+                                    options=ocp.CheckpointManagerOptions(create=False))
     step = manager.latest_step() if step is None else step
     if step is None or step not in manager.all_steps():
         raise UserError(f"init_from = {path!r}: no complete checkpoint found in {directory}.")

@@ -28,7 +28,7 @@ from jaxllm.config.schema import Config
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.model import Transformer, param_count, resolve_spec
 from jaxllm.model.flops import train_flops_per_token
-from jaxllm.model.sample import sample_tokens
+from jaxllm.model.decode import Sampling, generate
 from jaxllm.objectives import objective_entry
 from jaxllm.parallel.mesh import describe, make_mesh
 from jaxllm.parallel.sharding import batch_divisor, global_batch
@@ -109,6 +109,11 @@ def _data_report(stats: dict, say: Progress) -> None:
     if stats.get("cleaning"):
         from jaxllm.data.clean import format_report
         say.write("data cleaning (datatrove):\n" + format_report(stats["cleaning"]))
+    if stats.get("packing"):
+        p, c = stats["packing"], stats["conversations"]
+        say.write(f"packed {c['train']} conversations into {p['rows']} rows ({p['fill']:.0%} filled, "
+                  f"{p['target_tokens']:,} target tokens, {p['truncated']} cut at train.seq_len); "
+                  f"{c['eval']} held out for evaluation")
     if stats.get("skipped_records"):
         say.write(f"skipped {stats['skipped_records']} bad records (data.on_error=skip), e.g. {stats['skipped_examples'][0]}")
 
@@ -148,10 +153,10 @@ def _prepare(cfg: Config, devices) -> _Run:
     tx, schedule = make_optimizer(cfg.optimizer, t.steps)
 
     is_main = jax.process_index() == 0
-    if is_main:
+    if is_main:  # the run dir is self-contained: config and tokenizer beside the checkpoints
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_yaml(cfg))
-        if not (run_dir / "tokenizer.model").exists() and not cfg.data.tokenizer.path:
+        if not (run_dir / "tokenizer.model").exists():
             tokenizer.save(run_dir / "tokenizer.model")
     say = Progress(t.steps, 0, "off", is_main)
     say.write(describe(mesh))
@@ -254,12 +259,19 @@ def _loop(r: _Run, state, compiled, eval_fn, ckpt, first_batch, step_seconds_at_
 
 
 def _sample(r: _Run, params) -> str:
-    """Step 6: what the model writes now, from ``train.sample_prompt``."""
-    t, tok = r.cfg.train, r.tokenizer
-    prompt = [tok.bos_id] + tok.encode(t.sample_prompt)
-    out = sample_tokens(r.model, params, prompt, t.sample_tokens, jax.random.PRNGKey(r.cfg.seed + 1),
-                        t.sample_temperature, tok.eos_id, min(r.spec.max_seq_len, t.seq_len))
-    text = tok.decode(out[1:])
+    """Step 6: what the model writes now, from ``train.sample_prompt`` (as a user message for chat objectives)."""
+    t, tok, obj = r.cfg.train, r.tokenizer, r.objective
+    prompt = obj.prompt(t.sample_prompt) if obj.prompt else [tok.bos_id] + tok.encode(t.sample_prompt)
+    n_new = max(1, min(t.sample_tokens, r.spec.max_seq_len - len(prompt)))
+    out = generate(r.model, params, [prompt], jax.random.PRNGKey(r.cfg.seed + 1),
+                   Sampling(temperature=t.sample_temperature, max_new_tokens=n_new),
+                   stop_ids=(*obj.stop_ids, tok.eos_id), batch_multiple=batch_divisor(r.mesh, r.cfg.mesh.rules),
+                   vocab_size=tok.vocab_size)
+    new = [i for i in out[0]["tokens"] if i not in (*obj.stop_ids, tok.eos_id)]
+    if obj.prompt:
+        text = f"user: {t.sample_prompt}\nassistant: {tok.decode(new)}"
+    else:
+        text = tok.decode(prompt[1:] + new)
     r.say.write(f"sample ({t.sample_tokens} tokens, temperature {t.sample_temperature}):\n{text}")
     return text
 

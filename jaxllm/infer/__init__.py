@@ -1,0 +1,1 @@
+"""Using a trained checkpoint: load it onto a mesh, generate, chat, evaluate."""

@@ -1,0 +1,113 @@
+"""Load a run's checkpoint for inference: config, tokenizer and sharded parameters.
+
+A run dir is self-contained (``config.yaml``, ``tokenizer.model``,
+``checkpoints/<step>``); any of the three paths into it works. Parameters are
+restored straight onto the mesh's shardings, the same layout the trainer used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+
+from jaxllm.config import load_config
+from jaxllm.config.schema import Config
+from jaxllm.data.chat import ChatTemplate, Conversation, Message
+from jaxllm.data.tokenizer import Tokenizer
+from jaxllm.errors import ConfigError, UserError
+from jaxllm.model import Transformer, resolve_spec
+from jaxllm.model.decode import Sampling, generate
+from jaxllm.parallel.mesh import make_mesh
+from jaxllm.parallel.sharding import batch_divisor
+from jaxllm.train.checkpoint import load_params
+from jaxllm.train.state import abstract_params
+from jaxllm.train.step import mesh_context
+
+
+def find_run_dir(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{path}: no such checkpoint. Give a run dir (with config.yaml), its checkpoints/ or checkpoints/<step>.")
+    for d in (p, p.parent, p.parent.parent):
+        if (d / "config.yaml").is_file():
+            return d
+    raise UserError(f"{path}: no config.yaml in it or above it; give the run dir that training wrote.")
+
+
+@dataclasses.dataclass
+class Loaded:
+    """A checkpoint ready to generate: call its methods inside nothing; they enter the mesh themselves."""
+
+    cfg: Config
+    model: Transformer
+    params: object
+    tokenizer: Tokenizer
+    mesh: object
+    path: Path
+
+    @property
+    def chat_template(self) -> ChatTemplate:
+        return ChatTemplate(self.tokenizer)
+
+    @property
+    def is_chat_model(self) -> bool:
+        return self.cfg.objective.name != "pretrain"
+
+    def max_new_tokens(self, prompts: list[list[int]], wanted: int) -> int:
+        room = self.model.spec.max_seq_len - max(len(p) for p in prompts)
+        if room < 1:
+            raise UserError(f"the prompt ({max(len(p) for p in prompts)} tokens) fills the model's max_seq_len "
+                            f"{self.model.spec.max_seq_len}; shorten it (or /reset the chat).")
+        return min(wanted, room)
+
+    def generate_tokens(self, prompts: list[list[int]], sampling: Sampling, key: jax.Array,
+                        stop_ids: tuple[int, ...] = (), batch_size: int = 64) -> list[dict]:
+        """Token prompts -> ``[{"tokens", "logprobs"}]``, in batches of ``batch_size``."""
+        sampling = dataclasses.replace(sampling, max_new_tokens=self.max_new_tokens(prompts, sampling.max_new_tokens))
+        out = []
+        with mesh_context(self.mesh, self.cfg.mesh.rules):
+            div = batch_divisor(self.mesh, self.cfg.mesh.rules)
+            for i in range(0, len(prompts), batch_size):
+                key, sub = jax.random.split(key)
+                out += generate(self.model, self.params, prompts[i:i + batch_size], sub, sampling,
+                                stop_ids=(*stop_ids, self.tokenizer.eos_id), pad_id=self.tokenizer.pad_id,
+                                batch_multiple=div, vocab_size=self.tokenizer.vocab_size)
+        return out
+
+    def complete(self, texts: list[str], sampling: Sampling, key: jax.Array) -> list[str]:
+        """Plain continuation of each text (no chat template)."""
+        tok = self.tokenizer
+        outs = self.generate_tokens([[tok.bos_id] + tok.encode(t) for t in texts], sampling, key)
+        return [tok.decode([i for i in o["tokens"] if i != tok.eos_id]) for o in outs]
+
+    def reply(self, conversations: list[Conversation], sampling: Sampling, key: jax.Array) -> list[dict]:
+        """The next assistant message of each conversation: ``{"text", "stopped", "tokens", "logprobs"}``."""
+        tpl = self.chat_template
+        outs = self.generate_tokens([tpl.prompt(c) for c in conversations], sampling, key, tpl.stop_ids)
+        return [{"text": tpl.reply_text(o["tokens"]).strip(), "stopped": bool(o["tokens"]) and o["tokens"][-1] in tpl.stop_ids,
+                 **o} for o in outs]
+
+    def ask(self, question: str, sampling: Sampling, key: jax.Array, system: str | None = None) -> str:
+        conv = ([Message("system", system)] if system else []) + [Message("user", question)]
+        return self.reply([conv], sampling, key)[0]["text"]
+
+
+def load_checkpoint(path: str | Path, overrides: list[str] = (), devices=None) -> Loaded:
+    """The checkpoint at ``path`` on a mesh of ``devices`` (default all): the run's own mesh config when it
+    fits the devices, else plain data parallelism."""
+    run_dir = find_run_dir(path)
+    cfg = load_config(run_dir / "config.yaml", list(overrides))
+    tok_path = run_dir / "tokenizer.model"
+    tokenizer = Tokenizer.load(cfg.data.tokenizer.path if not tok_path.is_file() and cfg.data.tokenizer.path else tok_path)
+    spec = resolve_spec(cfg.model, tokenizer.vocab_size)
+    model = Transformer(spec)
+    try:
+        mesh = make_mesh(cfg.mesh, devices)
+    except ConfigError:  # trained on another device count: fall back to replicated weights, sharded batch
+        cfg = load_config(run_dir / "config.yaml", [*overrides, "mesh.data=-1", "mesh.fsdp=1", "mesh.tensor=1"])
+        mesh = make_mesh(cfg.mesh, devices)
+    with mesh_context(mesh, cfg.mesh.rules):
+        params = load_params(str(path), abstract_params(model, mesh, cfg.mesh.rules))
+    return Loaded(cfg, model, params, tokenizer, mesh, run_dir)
