@@ -38,7 +38,7 @@ from jaxllm.train.step import mesh_context  # noqa: E402
 def measure(preset: str, batch: int, prompt: int, new: int, repeats: int, temperature: float,
             overrides: list[str]) -> dict:
     cfg = load_config(ROOT / "configs" / "model" / f"{preset}.yaml",
-                      [f"model.max_seq_len={max(prompt + new, 8)}", *overrides])
+                      [f"model.max_seq_len={max(prompt + new, 8)}", f"train.seq_len={max(prompt + new, 8)}", *overrides])
     spec = resolve_spec(cfg.model, tokenizer_vocab=cfg.model.vocab_size or 2048)
     model = Transformer(spec)
     mesh = make_mesh(cfg.mesh)

@@ -204,6 +204,15 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _fit_history(loaded, history, room: int):
+    """Drop the oldest exchanges (never the system message or the new question) until a reply fits."""
+    limit = loaded.model.spec.max_seq_len - min(room, loaded.model.spec.max_seq_len // 4)
+    first = 1 if history and history[0].role == "system" else 0
+    while len(loaded.chat_template.prompt(history)) > limit and len(history) - first > 1:
+        history = history[:first] + history[first + 1:]
+    return history
+
+
 def cmd_chat(args) -> int:
     import jax
 
@@ -228,6 +237,7 @@ def cmd_chat(args) -> int:
         if not line:
             continue
         history.append(Message("user", line))
+        history = _fit_history(loaded, history, args.max_new_tokens)
         key, sub = jax.random.split(key)
         try:
             out = loaded.reply([history], _sampling(args), sub)[0]

@@ -27,7 +27,20 @@ def _model(family, scan=True):
 
 
 def _full_logits(model, params, seq):
-    return np.asarray(model.apply({"params": params}, jnp.asarray([seq]))[0])
+    """Logits of one unpadded sequence, full forward (padded to a bucket so few shapes compile)."""
+    n = len(seq)
+    padded = np.zeros((1, -(-n // 16) * 16), np.int32)
+    padded[0, :n] = seq
+    return np.asarray(_jit_apply(model)(params, jnp.asarray(padded)))[0, :n]
+
+
+_JITS = {}
+
+
+def _jit_apply(model):
+    if model.spec not in _JITS:
+        _JITS[model.spec] = jax.jit(lambda p, t: model.apply({"params": p}, t))
+    return _JITS[model.spec]
 
 
 PROMPTS = [[2, 5, 6, 7, 8, 9], [2, 11], [2, 20, 21, 22]]
@@ -45,13 +58,13 @@ def test_cached_logits_equal_full_forward_at_every_position(family, scan):
     real = (np.arange(p)[None] >= (p - lens)[:, None]).astype(np.int32)
     pos = np.maximum(np.arange(p)[None] - (p - lens)[:, None], 0)
     kv_seg = jnp.asarray(np.concatenate([real, np.ones((b, n), np.int32)], 1))
-    logits, cache = model.apply({"params": params}, jnp.asarray(tokens), jnp.asarray(pos), jnp.asarray(real),
-                                cache=init_cache(model, b, p + n), kv_segments=kv_seg, cache_index=0)
+    apply = jax.jit(lambda tok, pos, seg, cache, index: model.apply(
+        {"params": params}, tok, pos, seg, cache=cache, kv_segments=kv_seg, cache_index=index))
+    logits, cache = apply(jnp.asarray(tokens), jnp.asarray(pos), jnp.asarray(real), init_cache(model, b, p + n), 0)
     steps = [np.asarray(logits)]
     for t in range(n):
         tok = jnp.asarray([[c[t]] for c in conts])
-        lg, cache = model.apply({"params": params}, tok, jnp.asarray(lens + t)[:, None], jnp.ones((b, 1), jnp.int32),
-                                cache=cache, kv_segments=kv_seg, cache_index=p + t)
+        lg, cache = apply(tok, jnp.asarray(lens + t)[:, None], jnp.ones((b, 1), jnp.int32), cache, p + t)
         steps.append(np.asarray(lg))
     for i, (prompt, cont) in enumerate(zip(PROMPTS, conts)):
         ref = _full_logits(model, params, prompt + cont)

@@ -67,9 +67,10 @@ class Attention(nn.Module):
     spec: ModelSpec
 
     @nn.compact
-    def __call__(self, x, positions, segment_ids, cache=None, kv_segments=None, cache_index=None):
-        """Without ``cache``: ``out [B, L, embed]``. With ``cache = {"k", "v": [B, S, kv_heads, head_dim]}``,
-        ``kv_segments [B, S]`` and a scalar ``cache_index``: ``(out, updated cache)``."""
+    def __call__(self, x, positions, segment_ids, cache=None, kv_segments=None, cache_index=None, layer=0):
+        """Without ``cache``: ``out [B, L, embed]``. With the model's whole cache
+        ``{"k", "v": [layers, B, S, kv_heads, head_dim]}``, ``kv_segments [B, S]``, a scalar ``cache_index`` and
+        this block's ``layer``: ``(out, cache)``, the new keys/values written in place at ``[layer, :, cache_index]``."""
         s = self.spec
         b, l, _ = x.shape
         q = Dense(s.n_heads * s.head_dim, ("embed", "heads"), s, name="q")(x)
@@ -83,13 +84,15 @@ class Attention(nn.Module):
             k = rope(k, positions, s.rope_theta)
         q = constrain(q, ("act_batch", "act_length", "act_heads", "act_kv"))
         if cache is not None:
-            k_all = jax.lax.dynamic_update_slice_in_dim(cache["k"], k.astype(cache["k"].dtype), cache_index, axis=1)
-            v_all = jax.lax.dynamic_update_slice_in_dim(cache["v"], v.astype(cache["v"].dtype), cache_index, axis=1)
-            out = xla_attention(q, k_all.astype(q.dtype), v_all.astype(q.dtype),
-                                cache_mask(segment_ids, kv_segments, cache_index))
+            at = (layer, 0, cache_index, 0, 0)
+            cache = {"k": jax.lax.dynamic_update_slice(cache["k"], k[None].astype(cache["k"].dtype), at),
+                     "v": jax.lax.dynamic_update_slice(cache["v"], v[None].astype(cache["v"].dtype), at)}
+            k_all = jax.lax.dynamic_index_in_dim(cache["k"], layer, keepdims=False).astype(q.dtype)
+            v_all = jax.lax.dynamic_index_in_dim(cache["v"], layer, keepdims=False).astype(q.dtype)
+            out = xla_attention(q, k_all, v_all, cache_mask(segment_ids, kv_segments, cache_index))
             out = out.reshape(b, l, s.n_heads * s.head_dim)
             o = Dense(s.d_model, ("heads", "embed"), s, std=s.init_std / (2 * s.n_layers) ** 0.5, name="o")(out)
-            return o, {"k": k_all, "v": v_all}
+            return o, cache
         if s.attention == "cudnn":
             out = cudnn_attention(q, k, v, segment_ids)
         else:

@@ -38,51 +38,64 @@ class Block(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x, positions, segment_ids, cache=None, decode=None):
-        """``decode = (kv_segments, cache_index)`` with a layer ``cache``; returns ``(x, cache | None)``."""
+    def __call__(self, x, positions, segment_ids, cache=None, decode=None, layer=0):
+        """``[B, L, embed] -> ([B, L, embed], cache)``; ``decode = (kv_segments, cache_index)`` with the whole
+        ``cache``, of which this block updates ``layer``. Without a cache the second output is None."""
         drop = nn.Dropout(self.spec.dropout, deterministic=self.deterministic)
         attn = Attention(self.spec, name="attn")
         h = Norm(self.spec, name="attn_norm")(x)
         if cache is None:
             h = attn(h, positions, segment_ids)
         else:
-            h, cache = attn(h, positions, segment_ids, cache, *decode)
+            h, cache = attn(h, positions, segment_ids, cache, *decode, layer)
         x = x + drop(h)
         h = Mlp(self.spec, name="mlp")(Norm(self.spec, name="mlp_norm")(x))
         x = x + drop(h)
         return constrain(x, ("act_batch", "act_length", "act_embed")), cache
 
 
-def _stack(spec: ModelSpec, deterministic: bool):
-    """The n_layers blocks as one callable ``(x, positions, segment_ids, cache, decode) -> (x, cache)``.
+class _DecodeBlock(Block):
+    """`Block` for scanning while decoding: the carry is ``(x, whole cache)``, the scanned input the layer index,
+    so each layer writes its slot of the cache in place instead of the scan copying the cache per step."""
 
-    Scanned blocks take the cache's leading ``layers`` axis as scanned input and output; unrolled ones index it.
-    """
+    @nn.compact
+    def __call__(self, carry, layer, positions, segment_ids, decode):  # noqa: D102
+        x, cache = carry
+        return super().__call__(x, positions, segment_ids, cache, decode, layer), None
+
+
+def _scan(block_cls, spec: ModelSpec, deterministic: bool, in_axes: tuple):
+    return nn.scan(
+        block_cls,
+        variable_axes={"params": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=in_axes,
+        length=spec.n_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )(spec, deterministic, name="blocks")
+
+
+def _stack(spec: ModelSpec, deterministic: bool, decoding: bool):
+    """The n_layers blocks as one callable ``(x, positions, segment_ids, cache, decode) -> (x, cache)``."""
+    if spec.scan_layers and decoding:  # no remat: nothing is differentiated while decoding
+        scanned = _scan(_DecodeBlock, spec, deterministic, (0, nn.broadcast, nn.broadcast, nn.broadcast))
+        return lambda x, p, s, cache, decode: scanned((x, cache), jnp.arange(spec.n_layers), p, s, decode)[0]
     if spec.scan_layers:
         block_cls = Block
         if spec.remat != "none":
             block_cls = nn.remat(block_cls, policy=_REMAT_POLICIES[spec.remat], prevent_cse=False)
-        scanned = nn.scan(
-            block_cls,
-            variable_axes={"params": 0},
-            split_rngs={"params": True, "dropout": True},
-            in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast),
-            length=spec.n_layers,
-            metadata_params={nn.PARTITION_NAME: "layers"},
-        )(spec, deterministic, name="blocks")
-        return scanned
+        scanned = _scan(block_cls, spec, deterministic, (nn.broadcast, nn.broadcast))
+        return lambda x, p, s, cache, decode: scanned(x, p, s)
 
     block_cls = Block
-    if spec.remat != "none":
+    if spec.remat != "none" and not decoding:
         block_cls = nn.remat(block_cls, policy=_REMAT_POLICIES[spec.remat])
     blocks = [block_cls(spec, deterministic, name=f"block_{i}") for i in range(spec.n_layers)]
 
     def run(x, p, s, cache, decode):
-        new = []
         for i, blk in enumerate(blocks):
-            x, c = blk(x, p, s, None if cache is None else jax.tree.map(lambda a: a[i], cache), decode)
-            new.append(c)
-        return x, None if cache is None else jax.tree.map(lambda *a: jnp.stack(a), *new)
+            x, cache = blk(x, p, s, cache, decode, i)
+        return x, cache
 
     return run
 
@@ -112,7 +125,7 @@ class Transformer(nn.Module):
         x = constrain(x, ("act_batch", "act_length", "act_embed"))
 
         decode = None if cache is None else (kv_segments, cache_index)
-        x, cache = _stack(s, deterministic)(x, positions, segment_ids, cache, decode)
+        x, cache = _stack(s, deterministic, cache is not None)(x, positions, segment_ids, cache, decode)
         if last_only:
             x = x[:, -1:]
         x = Norm(s, name="final_norm")(x)
