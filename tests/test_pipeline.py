@@ -37,7 +37,9 @@ def test_pretrain_then_sft_answers_held_out_questions_and_stops(tmp_path):
     assert losses[-1] < 1.0 < losses[0] - 2.0  # first logged at step 25
     assert (tmp_path / "demo" / "checkpoints" / "500").is_dir()
 
-    out = _cli(["train", "sft/demo", f"init_from={tmp_path / 'demo'}", f"run.dir={tmp_path / 'sft'}", "train.progress=off"])
+    # sft/demo shortened (200 -> 120 steps) to keep CI short; measured: countries 92% contains, 75% exact
+    out = _cli(["train", "sft/demo", f"init_from={tmp_path / 'demo'}", f"run.dir={tmp_path / 'sft'}", "train.progress=off",
+                "train.steps=120", "optimizer.lr=1.5e-4", "optimizer.warmup_steps=12"])
     assert "packed" in out and "conversations" in out
 
     base_chat, base_qa, sft = _qa(tmp_path, "demo", "chat"), _qa(tmp_path, "demo", "qa"), _qa(tmp_path, "sft", "chat")
@@ -47,8 +49,11 @@ def test_pretrain_then_sft_answers_held_out_questions_and_stops(tmp_path):
                                ("after SFT, chat prompt", sft)]}
     print(json.dumps(summary, indent=1))
     # SFT taught the behaviour: questions about facts no SFT chat mentioned are answered from pre-training knowledge
+    # (the small model learned the countries' facts in pre-training, few of the 400 people's: people questions
+    # stay near 0% for every model, so the comparison that shows the effect is on countries)
     assert sft["countries_contains"] >= 0.8 and sft["countries_exact"] >= 0.6
-    assert sft["exact_match"] >= base_chat["exact_match"] + 0.1
+    assert sft["countries_contains"] >= base_chat["countries_contains"] + 0.5
+    assert sft["countries_exact"] >= base_chat["countries_exact"] + 0.5
     assert sft["contains_answer"] >= base_chat["contains_answer"] + 0.05
     # ... and it ends its turn instead of rambling on
     assert sft["stopped"] >= 0.95

@@ -119,3 +119,14 @@ def test_qa_scoring_exact_match_and_contains(runs):
     assert res["exact_match"] == pytest.approx(1 / 3) and res["contains_answer"] == pytest.approx(2 / 3)
     with pytest.raises(UserError, match="use chat or qa"):
         qa_accuracy(Fixed, qs, "xml")
+
+
+def test_sft_on_a_users_alpaca_file(runs, tmp_path):
+    """SFT on real instruction data (the self-instruct seed tasks), from the user's own pre-trained run."""
+    from conftest import SHARED_DATA
+    base, _ = runs
+    res = train(tiny_config(tmp_path / "alpaca", "objective.name=sft", f"init_from={base / 'pre'}", "train.steps=4",
+                            "data.source=jsonl", f"data.paths=[{SHARED_DATA / 'sft' / 'alpaca-seed-tasks.jsonl'}]",
+                            "train.seq_len=128", "objective.train_on=last_assistant", "train.sample_tokens=0"))
+    assert all(np.isfinite(h["loss"]) for h in res.history) and len(res.history) == 4
+    assert (tmp_path / "alpaca" / "checkpoints" / "4").is_dir()

@@ -158,17 +158,20 @@ def _decoder(spec, sampling: Sampling, stop_ids: tuple[int, ...], pad_id: int, v
 
 def generate(model: Transformer, params, prompts: list[list[int]], key: jax.Array, sampling: Sampling,
              stop_ids: tuple[int, ...] = (), pad_id: int = 0, batch_multiple: int = 1,
-             vocab_size: int | None = None) -> list[dict]:
+             vocab_size: int | None = None, length_multiple: int = 32) -> list[dict]:
     """Generate for a list of token prompts; returns per prompt ``{"tokens", "logprobs"}`` (numpy, without padding).
 
-    ``vocab_size``: the tokenizer's (ids at or beyond it are never sampled).
+    ``vocab_size``: the tokenizer's (ids at or beyond it are never sampled). Prompts are left-padded to a
+    multiple of ``length_multiple`` so that a chat or an evaluation reuses a few compiled shapes.
 
     ``batch_multiple``: pad the batch with copies of the first prompt to a multiple of it
     (the number of batch shards on the mesh); the copies are dropped from the result.
     """
     n = len(prompts)
     padded_n = -(-n // batch_multiple) * batch_multiple
-    tokens, lens = left_pad(list(prompts) + [prompts[0]] * (padded_n - n), pad_id)
+    longest = max(len(p) for p in prompts)
+    tokens, lens = left_pad(list(prompts) + [prompts[0]] * (padded_n - n), pad_id,
+                            -(-longest // length_multiple) * length_multiple)
     out = decoder(model, sampling, tuple(stop_ids), pad_id, vocab_size)(params, jnp.asarray(tokens), jnp.asarray(lens), key)
     toks, logps, lengths = (np.asarray(x) for x in jax.device_get((out.tokens, out.logprobs, out.lengths)))
     return [{"tokens": toks[i, :lengths[i]].tolist(), "logprobs": logps[i, :lengths[i]]} for i in range(n)]
