@@ -36,7 +36,7 @@ from jaxllm.train.step import mesh_context  # noqa: E402
 
 
 def measure(preset: str, batch: int, prompt: int, new: int, repeats: int, temperature: float,
-            overrides: list[str]) -> dict:
+            overrides: list[str], top_k: int = 0, top_p: float = 1.0) -> dict:
     cfg = load_config(ROOT / "configs" / "model" / f"{preset}.yaml",
                       [f"model.max_seq_len={max(prompt + new, 8)}", f"train.seq_len={max(prompt + new, 8)}", *overrides])
     spec = resolve_spec(cfg.model, tokenizer_vocab=cfg.model.vocab_size or 2048)
@@ -54,7 +54,7 @@ def measure(preset: str, batch: int, prompt: int, new: int, repeats: int, temper
         import flax.linen as nn
         with nn.logical_axis_rules(()):
             params = nn.meta.unbox(init(jax.random.PRNGKey(0)))
-        run = decoder(model, Sampling(temperature=temperature, max_new_tokens=new), stop_ids=())
+        run = decoder(model, Sampling(temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=new), stop_ids=())
         t0 = time.perf_counter()
         jax.block_until_ready(run(params, tokens, lengths, jax.random.PRNGKey(0)))
         compile_s = time.perf_counter() - t0
@@ -66,6 +66,7 @@ def measure(preset: str, batch: int, prompt: int, new: int, repeats: int, temper
     assert int(np.asarray(out.lengths).min()) == new
     t = statistics.median(times)
     return {"preset": preset, "params_M": round(param_count(params) / 1e6, 1), "dtype": spec.dtype,
+            "sampling": {"temperature": temperature, "top_k": top_k, "top_p": top_p},
             "batch": batch, "prompt": prompt, "new": new, "devices": mesh.devices.size,
             "device": jax.devices()[0].device_kind, "backend": jax.default_backend(), "jax": jax.__version__,
             "seconds": round(t, 4), "ms_per_step": round(1000 * t / new, 3),
@@ -83,13 +84,20 @@ def no_cache_baseline(preset: str, batch: int, prompt: int, new: int, overrides:
     import jax.numpy as jnp
     params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"])
     toks = np.random.default_rng(0).integers(4, spec.vocab_size, (batch, prompt)).astype(np.int32)
-    fwd = jax.jit(lambda p, buf, t: jax.lax.dynamic_index_in_dim(model.apply({"params": p}, buf), t - 1, axis=1,
-                                                                   keepdims=False).argmax(-1).astype(jnp.int32))
+    def step(p, buf, t):
+        logits = jax.lax.dynamic_index_in_dim(model.apply({"params": p}, buf), t - 1, axis=1, keepdims=False)
+        tok = logits.argmax(-1).astype(jnp.int32)
+        return tok, jnp.take_along_axis(jax.nn.log_softmax(logits, -1), tok[:, None], -1)[:, 0]
+
+    fwd = jax.jit(step)
     buf = jnp.zeros((batch, prompt + new), jnp.int32).at[:, :prompt].set(toks)
-    fwd(params, buf, prompt).block_until_ready()
+    jax.block_until_ready(fwd(params, buf, prompt))
+    logps = []
     t0 = time.perf_counter()
     for t in range(prompt, prompt + new):
-        buf = buf.at[:, t].set(fwd(params, buf, t))
+        tok, lp = fwd(params, buf, t)
+        buf = buf.at[:, t].set(tok)
+        logps.append(lp)
     buf.block_until_ready()
     t_full = time.perf_counter() - t0
     run = decoder(model, Sampling(temperature=0.0, max_new_tokens=new), stop_ids=())
@@ -100,7 +108,8 @@ def no_cache_baseline(preset: str, batch: int, prompt: int, new: int, overrides:
     t_cache = time.perf_counter() - t0
     return {"preset": preset, "batch": batch, "full_forward_tokens_per_s": round(batch * new / t_full, 1),
             "kv_cache_tokens_per_s": round(batch * new / t_cache, 1), "speedup": round(t_full / t_cache, 1),
-            "same_tokens": bool(np.array_equal(np.asarray(out.tokens), np.asarray(buf[:, prompt:])))}
+            "same_tokens": bool(np.array_equal(np.asarray(out.tokens), np.asarray(buf[:, prompt:]))),
+            "max_logprob_error": float(np.abs(np.asarray(out.logprobs) - np.stack([np.asarray(x) for x in logps], 1)).max())}
 
 
 def main() -> None:
@@ -111,6 +120,8 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--top-k", type=int, default=0)
+    ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--set", nargs="*", default=[], help="config overrides (model.dtype=bfloat16 ...)")
     ap.add_argument("--json", help="append results as JSON lines to this file")
     ap.add_argument("--no-cache-baseline", action="store_true",
@@ -121,7 +132,8 @@ def main() -> None:
             print(no_cache_baseline(preset, args.batch, args.prompt, args.new, args.set), flush=True)
         return
     for preset in args.preset:
-        res = measure(preset, args.batch, args.prompt, args.new, args.repeats, args.temperature, args.set)
+        res = measure(preset, args.batch, args.prompt, args.new, args.repeats, args.temperature, args.set,
+                      args.top_k, args.top_p)
         print(f"{preset:<11} {res['params_M']:>7.1f}M {res['dtype']:<8} batch {res['batch']:>3} prompt {res['prompt']} "
               f"new {res['new']}: {res['new_tokens_per_s']:>10,.0f} new tok/s  {res['ms_per_step']:.2f} ms/step  "
               f"(compile {res['compile_s']}s, {res['device']})", flush=True)
