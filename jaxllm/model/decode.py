@@ -7,10 +7,12 @@ max_new_tokens`` slots per sequence. The loop (`lax.while_loop`) stops as soon
 as every sequence has emitted a stop token; a finished sequence emits padding
 with log-probability 0.
 
-Returned log-probabilities are those of the model's own distribution over the
-tokenizer's vocabulary (no temperature or truncation; embedding rows beyond
-the tokenizer's vocabulary, padding for fast matmuls, are never sampled), i.e.
-what `token_logprobs` recomputes from a forward pass; the RL stage needs that.
+Returned log-probabilities are those of the sampling temperature's
+distribution over the tokenizer's vocabulary, ``log softmax(logits / T)``
+(``T = 1`` for greedy), without top-k/top-p truncation; embedding rows beyond
+the tokenizer's vocabulary (padding for fast matmuls) are never sampled. That
+is what `token_logprobs` recomputes from a forward pass with the same ``T``,
+as PPO does.
 
 The same sharded parameters the trainer holds are used as they are: call
 `generate` inside `mesh_context` and the cache follows the batch's sharding.
@@ -42,7 +44,7 @@ class Sampling:
 @dataclasses.dataclass
 class Generated:
     tokens: jax.Array    # [B, N] int32; after a sequence stops: pad
-    logprobs: jax.Array  # [B, N] float32, log p_model(token | prefix); 0 after the stop
+    logprobs: jax.Array  # [B, N] float32, log softmax(logits / T)[token]; 0 after the stop
     lengths: jax.Array   # [B] int32, generated tokens including the stop token
 
 
@@ -80,8 +82,12 @@ def mask_vocab(logits: jax.Array, vocab_size: int | None) -> jax.Array:
     return jnp.where(jnp.arange(logits.shape[-1]) < vocab_size, logits, -jnp.inf)
 
 
-def token_logprobs(logits: jax.Array, tokens: jax.Array, vocab_size: int | None = None) -> jax.Array:
-    """``log p(tokens)`` under ``logits [..., V]`` restricted to the real vocabulary: ``tokens [...]`` -> ``[...]``."""
+def token_logprobs(logits: jax.Array, tokens: jax.Array, vocab_size: int | None = None,
+                   temperature: float = 1.0) -> jax.Array:
+    """``log p(tokens)`` under ``softmax(logits [..., V] / temperature)`` restricted to the real vocabulary:
+    ``tokens [...]`` -> ``[...]``; temperature 0 counts as 1 (greedy has no sampling distribution)."""
+    if temperature > 0:
+        logits = logits / temperature
     logp = jax.nn.log_softmax(mask_vocab(logits, vocab_size), axis=-1)
     return jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
 
@@ -126,7 +132,7 @@ def _generate(model: Transformer, sampling: Sampling, stop_ids: tuple[int, ...],
         key, sub = jax.random.split(key)
         last = mask_vocab(logits[:, -1], vocab_size)
         tok = choose(last, sub, sampling)
-        lp = token_logprobs(last, tok)
+        lp = token_logprobs(last, tok, temperature=sampling.temperature)
         tok = jnp.where(done, pad_id, tok)
         out = out.at[:, t].set(tok)
         logp = logp.at[:, t].set(jnp.where(done, 0.0, lp))
