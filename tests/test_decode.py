@@ -100,6 +100,12 @@ def test_greedy_is_deterministic_and_left_padding_changes_nothing():
         assert alone["tokens"] == ref.argmax(-1).tolist()
 
 
+def test_learned_positions_bound_prompt_plus_new_tokens():
+    model, params = _model("gpt2")  # max_seq_len 48
+    with pytest.raises(ValueError, match="exceeds the learned position table"):
+        generate(model, params, [[2] * 40], jax.random.PRNGKey(0), Sampling(max_new_tokens=9))
+
+
 def test_stop_token_ends_one_sequence_while_others_continue():
     model, params = _model("gpt2")
     greedy = Sampling(temperature=0.0, max_new_tokens=10)
