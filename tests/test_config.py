@@ -91,6 +91,7 @@ def test_base_cycle_and_missing_base(tmp_path):
     (["train", "configs/pretrain/demo.yaml", "data.source=text", "data.paths=[/nonexistent/x.txt]"],
      "data.paths: file not found: /nonexistent/x.txt"),
     (["train", "configs/pretrain/demo.yaml", "init_from=/nonexistent/run"], "init_from = '/nonexistent/run': no such directory"),
+    (["train", "sft/demo", "init_from=runs/never-trained"], "Train that run first (`jaxllm train pretrain/demo`"),
     (["train", "configs/pretrain/demo.yaml", "mesh.data=3"], "mesh: data*fsdp*tensor = 3*1*1 = 3 but 1 devices are visible"),
 ])
 def test_cli_errors_exit_2_and_write_nothing(tmp_path, args, message):

@@ -67,7 +67,8 @@ class _Preemption:
 
 def _check_init_from(path: str | None) -> None:
     if path and not Path(path).exists():
-        raise UserError(f"init_from = {path!r}: no such directory. Give a run dir, its checkpoints/ dir or checkpoints/<step>.")
+        raise UserError(f"init_from = {path!r}: no such directory. Train that run first (`jaxllm train pretrain/demo` "
+                        "writes runs/demo), or give a run dir, its checkpoints/ dir or checkpoints/<step>.")
 
 
 def _unsharded_report(state_shardings, abstract, mesh) -> list[str]:
