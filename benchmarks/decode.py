@@ -21,7 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,8 +53,7 @@ def measure(preset: str, batch: int, prompt: int, new: int, repeats: int, temper
     with mesh_context(mesh, rules):
         shapes = abstract_params(model, mesh, rules)
         init = jax.jit(lambda k: model.init(k, tokens[:1, :4])["params"], out_shardings=jax.tree.map(lambda a: a.sharding, shapes))
-        import flax.linen as nn
-        with nn.logical_axis_rules(()):
+        with nn.logical_axis_rules(()):  # unbox outside the rules (see train/state.py)
             params = nn.meta.unbox(init(jax.random.PRNGKey(0)))
         run = decoder(model, Sampling(temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=new), stop_ids=())
         t0 = time.perf_counter()
@@ -80,8 +81,6 @@ def no_cache_baseline(preset: str, batch: int, prompt: int, new: int, overrides:
                       [f"model.max_seq_len={prompt + new}", f"train.seq_len={prompt + new}", *overrides])
     spec = resolve_spec(cfg.model, tokenizer_vocab=cfg.model.vocab_size or 2048)
     model = Transformer(spec)
-    import flax.linen as nn
-    import jax.numpy as jnp
     params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"])
     toks = np.random.default_rng(0).integers(4, spec.vocab_size, (batch, prompt)).astype(np.int32)
     def step(p, buf, t):

@@ -51,11 +51,9 @@ def init_from_tokenizer(init_from: str | None) -> Path | None:
     """The tokenizer.model of the run that ``init_from`` (run dir, checkpoints/ or checkpoints/<step>) points into."""
     if not init_from:
         return None
-    p = Path(init_from)
-    for d in (p, p.parent, p.parent.parent):
-        if (d / "tokenizer.model").is_file():
-            return d / "tokenizer.model"
-    return None
+    from jaxllm.train.checkpoint import run_dir_holding
+    run_dir = run_dir_holding(init_from, "tokenizer.model")
+    return run_dir / "tokenizer.model" if run_dir else None
 
 
 def get_tokenizer(cfg: Config, run_dir: Path | None, train_docs: list[str]) -> Tokenizer:

@@ -8,6 +8,7 @@ restored straight onto the mesh's shardings, the same layout the trainer used.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import jax
@@ -21,7 +22,7 @@ from jaxllm.model import Transformer, resolve_spec
 from jaxllm.model.decode import Sampling, generate
 from jaxllm.parallel.mesh import make_mesh
 from jaxllm.parallel.sharding import batch_divisor
-from jaxllm.train.checkpoint import load_params
+from jaxllm.train.checkpoint import load_params, run_dir_holding
 from jaxllm.train.state import abstract_params
 from jaxllm.train.step import mesh_context
 
@@ -30,9 +31,9 @@ def find_run_dir(path: str | Path) -> Path:
     p = Path(path)
     if not p.exists():
         raise UserError(f"{path}: no such checkpoint. Give a run dir (with config.yaml), its checkpoints/ or checkpoints/<step>.")
-    for d in (p, p.parent, p.parent.parent):
-        if (d / "config.yaml").is_file():
-            return d
+    run_dir = run_dir_holding(p, "config.yaml")
+    if run_dir:
+        return run_dir
     raise UserError(f"{path}: no config.yaml in it or above it; give the run dir that training wrote.")
 
 
@@ -47,7 +48,7 @@ class Loaded:
     mesh: object
     path: Path
 
-    @property
+    @functools.cached_property
     def chat_template(self) -> ChatTemplate:
         return ChatTemplate(self.tokenizer)
 
@@ -99,8 +100,8 @@ def load_checkpoint(path: str | Path, overrides: list[str] = (), devices=None) -
     fits the devices, else plain data parallelism."""
     run_dir = find_run_dir(path)
     cfg = load_config(run_dir / "config.yaml", list(overrides))
-    tok_path = run_dir / "tokenizer.model"
-    tokenizer = Tokenizer.load(cfg.data.tokenizer.path if not tok_path.is_file() and cfg.data.tokenizer.path else tok_path)
+    tok_path = run_dir / "tokenizer.model"  # every run dir gets one; older runs may only name data.tokenizer.path
+    tokenizer = Tokenizer.load(tok_path if tok_path.is_file() or not cfg.data.tokenizer.path else cfg.data.tokenizer.path)
     spec = resolve_spec(cfg.model, tokenizer.vocab_size)
     model = Transformer(spec)
     try:

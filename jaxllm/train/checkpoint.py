@@ -95,6 +95,12 @@ def _check_shapes(manager: ocp.CheckpointManager, step: int, abstract_params, wh
                         "the model config differs from the one that wrote it.")
 
 
+def run_dir_holding(path: str | Path, name: str) -> Path | None:
+    """The run dir that ``path`` (a run dir, its checkpoints/ or checkpoints/<step>) points into, if it holds ``name``."""
+    p = Path(path)
+    return next((d for d in (p, p.parent, p.parent.parent) if (d / name).is_file()), None)
+
+
 def _find_checkpoint_dir(path: Path) -> tuple[Path, int | None]:
     """Accept a run dir, its checkpoints/ dir, or checkpoints/<step>."""
     if (path / "checkpoints").is_dir():
