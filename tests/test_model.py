@@ -107,3 +107,12 @@ def test_cudnn_on_cpu_is_a_config_error():
     from jaxllm.errors import ConfigError
     with pytest.raises(ConfigError, match="model.attention = 'cudnn' needs a GPU"):
         resolve_spec(dataclasses.replace(GPT2, attention="cudnn"), backend="cpu")
+
+
+def test_cudnn_only_in_half_precision():
+    """cuDNN's fused kernel takes bf16/fp16 only: auto picks xla for float32 on a GPU, an explicit choice is refused."""
+    from jaxllm.errors import ConfigError
+    assert resolve_spec(dataclasses.replace(GPT2, dtype="float32"), backend="gpu").attention == "xla"
+    assert resolve_spec(dataclasses.replace(GPT2, dtype="auto"), backend="gpu").attention == "cudnn"
+    with pytest.raises(ConfigError, match="needs model.dtype bfloat16"):
+        resolve_spec(dataclasses.replace(GPT2, attention="cudnn", dtype="float32"), backend="gpu")

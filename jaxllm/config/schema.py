@@ -47,7 +47,7 @@ class ModelConfig:
     dtype: str = _f("auto", choices=("auto", "float32", "bfloat16"),
                     doc="Compute dtype; auto = bfloat16 on GPU/TPU, float32 on CPU.")
     attention: str = _f("auto", choices=("auto", "xla", "cudnn"),
-                        doc="Attention kernel: xla (einsum + softmax, any backend), cudnn (fused, GPU only); auto = cudnn on GPU else xla.")
+                        doc="Attention kernel: xla (einsum + softmax, any backend), cudnn (fused, GPU only); auto = cudnn on GPU in bfloat16/float16, else xla.")
     remat: str = _f("none", choices=("none", "full", "save_dots"),
                     doc="Rematerialisation per block: none, full (recompute everything), save_dots (keep matmul outputs).")
     scan_layers: bool = _f(True, doc="Stack blocks with nn.scan (one compiled block; params get a leading 'layers' axis).")

@@ -66,10 +66,14 @@ def resolve_spec(cfg: ModelConfig, tokenizer_vocab: int | None = None, backend: 
         raise ConfigError(f"model.vocab_size = {vocab} is smaller than the tokenizer's {tokenizer_vocab} pieces; "
                           "raise model.vocab_size, set it to null, or use a smaller data.tokenizer.vocab_size.")
     dtype = cfg.dtype if cfg.dtype != "auto" else ("float32" if backend == "cpu" else "bfloat16")
-    attention = cfg.attention if cfg.attention != "auto" else ("cudnn" if backend == "gpu" else "xla")
+    half = dtype in ("bfloat16", "float16")
+    attention = cfg.attention if cfg.attention != "auto" else ("cudnn" if backend == "gpu" and half else "xla")
     if attention == "cudnn" and backend != "gpu":
         raise ConfigError(f"model.attention = 'cudnn' needs a GPU, but JAX's backend is {backend!r}; "
                           "use model.attention=xla or auto.")
+    if attention == "cudnn" and not half:
+        raise ConfigError(f"model.attention = 'cudnn' needs model.dtype bfloat16 or float16 (cuDNN's fused kernel "
+                          f"has no {dtype}); use model.attention=xla or auto.")
     is_gpt2 = cfg.family == "gpt2"
     return ModelSpec(
         family=cfg.family,
