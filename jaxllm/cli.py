@@ -1,5 +1,6 @@
 """Command line: ``jaxllm train | config show | tokenizer train``.
 
+    jaxllm pipeline [CONFIG] [STAGE.key=value ...]  pre-train -> SFT -> reward model -> PPO, then a report
     jaxllm train CONFIG [key=value ...]      train (resumes if the run dir has checkpoints)
     jaxllm config show CONFIG [key=value ...] print the resolved config
     jaxllm config docs                       print the configuration reference (docs/CONFIG.md)
@@ -41,6 +42,15 @@ def cmd_train(args) -> int:
     from jaxllm.train.loop import train
 
     train(cfg)
+    return 0
+
+
+def cmd_pipeline(args) -> int:
+    items = args.items
+    path, overrides = (items[0], items[1:]) if items and "=" not in items[0] else ("pipeline/demo", items)
+    from jaxllm.pipeline.run import run_pipeline
+
+    run_pipeline(path, overrides)
     return 0
 
 
@@ -295,6 +305,10 @@ def _add_sampling(p: argparse.ArgumentParser, temperature: float) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxllm", description="Pre-train, fine-tune and align language models in JAX.")
     sub = p.add_subparsers(dest="command", required=True)
+
+    pl = sub.add_parser("pipeline", help="pre-train -> SFT -> reward model -> PPO, then a report on held-out prompts")
+    pl.add_argument("items", nargs="*", metavar="[CONFIG] [STAGE.key=value ...]")
+    pl.set_defaults(fn=cmd_pipeline)
 
     tr = sub.add_parser("train", help="train with a config file and key=value overrides")
     tr.add_argument("items", nargs="*", metavar="CONFIG [key=value ...]")

@@ -109,6 +109,8 @@ class DataConfig:
     builtin_chars: int = _f(3_000_000, min=10_000, doc="Size of the generated built-in corpus in characters.")
     builtin_seed: int = _f(0, doc="Seed of the built-in world (facts and documents).")
     builtin_conversations: int = _f(4000, min=10, doc="SFT (source builtin): chats generated about the built-in world.")
+    builtin_behaviour_chats: int = _f(1000, min=0, doc="SFT (source builtin): extra chats on unknowable, myth and "
+                                                       "harmful prompts, answered well only about half the time.")
     builtin_heldout: float = _f(0.25, min=0.0, max=0.9, doc="SFT (source builtin): share of countries and people no chat "
                                                             "mentions; `jaxllm eval --questions builtin` asks about them.")
     chat_format: str = _f("auto", choices=("auto", "alpaca", "messages", "sharegpt", "hh"),
@@ -129,12 +131,57 @@ class DataConfig:
 
 
 @dataclass
+class RewardConfig:
+    margin: float = _f(0.0, doc="Ranking loss -log sigmoid(r_better - r_worse - margin); 0 = the usual loss.")
+    builtin_prompts: int = _f(2400, min=10, doc="Built-in rankings (data.source builtin): train prompts of the "
+                                                "preference world, K = 4 ranked answers each.")
+    max_responses: int = _f(4, min=2, doc="K: responses per prompt in a batch element (rankings longer than this are "
+                                          "cut to their best K; shorter ones are padded and masked).")
+
+
+@dataclass
+class PpoConfig:
+    reward_from: Optional[str] = _f(None, doc="Reward model run dir (objective.name=reward); the critic starts from it.")
+    reward_fn: Optional[str] = _f(None, doc="Instead of a reward model: 'module:function' taking (prompts, responses) "
+                                            "as lists of str and returning one float per response.")
+    rollout_prompts: int = _f(64, min=1, doc="Prompts sampled per rollout (a multiple of train.batch_size); each "
+                                             "rollout gives ppo_epochs * rollout_prompts / batch_size optimizer steps.")
+    ppo_epochs: int = _f(2, min=1, doc="Passes over each rollout batch, in freshly shuffled minibatches.")
+    max_new_tokens: int = _f(32, min=1, doc="Response length limit; the prompt may use train.seq_len minus this.")
+    temperature: float = _f(1.0, min=0.05, doc="Sampling temperature; every log-prob divides logits by it.")
+    top_k: int = _f(0, min=0, doc="Rollout top-k (0 = off).")
+    top_p: float = _f(1.0, min=0.0, max=1.0, doc="Rollout nucleus sampling (1 = off).")
+    clip: float = _f(0.2, min=0.0, doc="Policy ratio clip epsilon.")
+    value_clip: float = _f(0.2, min=0.0, doc="Value clip around the rollout's values.")
+    vf_coef: float = _f(0.1, min=0.0, doc="Weight of the value loss in the summed loss.")
+    gamma: float = _f(1.0, min=0.0, max=1.0, doc="GAE discount.")
+    lam: float = _f(0.95, min=0.0, max=1.0, doc="GAE lambda.")
+    kl_coef: float = _f(0.05, min=0.0, doc="beta of the per-token penalty -beta * (log pi_old - log pi_ref); the "
+                                           "initial value when kl_target is set.")
+    kl_target: Optional[float] = _f(None, min=0.0, doc="Adaptive KL controller: target KL per response (nats); "
+                                                       "null = fixed kl_coef.")
+    kl_horizon: float = _f(10000.0, min=1.0, doc="Adaptive KL horizon in responses.")
+    kl_estimator: str = _f("k1", choices=("k1", "k2", "k3", "abs"), doc="Per-token KL estimator in the reward.")
+    missing_eos_penalty: float = _f(1.0, min=0.0, doc="Subtracted from the score of a response that never ends its turn.")
+    normalize_score: bool = _f(True, doc="(score - mean) / std with the reward model's saved statistics.")
+    score_clip: float = _f(5.0, min=0.0, doc="Clip the (normalised) score to [-c, c]; 0 = no clip.")
+    whiten_advantages: bool = _f(True, doc="Whiten advantages over each rollout batch (population variance).")
+    ptx_coef: float = _f(0.0, min=0.0, doc="PPO-ptx: add this times the pre-training loss on a batch of the "
+                                           "built-in corpus per step (0 = off).")
+    eval_prompts: int = _f(64, min=0, doc="Held-out prompts answered (greedy) at each evaluation: reward score, "
+                                          "judge score and KL to the reference.")
+
+
+@dataclass
 class ObjectiveConfig:
-    name: str = _f("pretrain", choices=("pretrain", "sft"),
+    name: str = _f("pretrain", choices=("pretrain", "sft", "reward", "ppo"),
                    doc="Which loss and batch source the trainer loop uses: pretrain (packed documents), "
-                       "sft (chats; loss on assistant tokens only).")
+                       "sft (chats; loss on assistant tokens only), reward (a scalar head learns rankings), "
+                       "ppo (RLHF: the policy from init_from learns from a reward model).")
     train_on: str = _f("all_assistant", choices=("all_assistant", "last_assistant"),
                        doc="SFT: which assistant turns are targets: every one, or only each conversation's last.")
+    reward: RewardConfig = _f(factory=RewardConfig)
+    ppo: PpoConfig = _f(factory=PpoConfig)
 
 
 @dataclass

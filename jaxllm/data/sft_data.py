@@ -34,7 +34,11 @@ def load_conversations(cfg: Config) -> tuple[list[Conversation], dict]:
     d = cfg.data
     if d.source == "builtin":
         from jaxllm.data.chat_world import builtin_conversations
-        return builtin_conversations(d.builtin_conversations, d.builtin_seed, d.builtin_heldout), {}
+        from jaxllm.data.pref_world import sft_behaviour_chats
+        convs = builtin_conversations(d.builtin_conversations, d.builtin_seed, d.builtin_heldout)
+        convs += sft_behaviour_chats(d.builtin_behaviour_chats, d.builtin_seed, d.builtin_heldout)
+        order = np.random.default_rng(d.builtin_seed + 5).permutation(len(convs))
+        return [convs[i] for i in order], {}
     from jaxllm.data.chat_sources import read_chat_files
     return read_chat_files(d.paths, d.chat_format, d.field, d.on_error)
 

@@ -20,6 +20,7 @@ from jaxllm.data.tokenizer import Tokenizer
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.model import Transformer, resolve_spec
 from jaxllm.model.decode import Sampling, generate
+from jaxllm.model.scalar import ActorCritic
 from jaxllm.parallel.mesh import make_mesh
 from jaxllm.parallel.sharding import batch_divisor
 from jaxllm.train.checkpoint import load_params, run_dir_holding
@@ -104,11 +105,16 @@ def load_checkpoint(path: str | Path, overrides: list[str] = (), devices=None) -
     tokenizer = Tokenizer.load(tok_path if tok_path.is_file() or not cfg.data.tokenizer.path else cfg.data.tokenizer.path)
     spec = resolve_spec(cfg.model, tokenizer.vocab_size)
     model = Transformer(spec)
+    if cfg.objective.name == "reward":
+        raise UserError(f"{run_dir} is a reward model: it scores responses and does not generate; give an SFT or PPO run.")
     try:
         mesh = make_mesh(cfg.mesh, devices)
     except ConfigError:  # trained on another device count: fall back to replicated weights, sharded batch
         cfg = load_config(run_dir / "config.yaml", [*overrides, "mesh.data=-1", "mesh.fsdp=1", "mesh.tensor=1"])
         mesh = make_mesh(cfg.mesh, devices)
     with mesh_context(mesh, cfg.mesh.rules):
-        params = load_params(str(path), abstract_params(model, mesh, cfg.mesh.rules))
+        if cfg.objective.name == "ppo":  # policy and critic were trained together; generation needs the policy
+            params = load_params(str(path), abstract_params(ActorCritic(spec), mesh, cfg.mesh.rules))["policy"]
+        else:
+            params = load_params(str(path), abstract_params(model, mesh, cfg.mesh.rules))
     return Loaded(cfg, model, params, tokenizer, mesh, run_dir)

@@ -129,3 +129,15 @@ def load_params(path: str, abstract_params):
 
 def as_numpy(tree):
     return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+
+
+def latest_step(directory: Path) -> int | None:
+    """The newest complete checkpoint step in ``directory`` (None if there is none), without creating it."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    manager = ocp.CheckpointManager(directory.absolute(), item_handlers=_handlers(),
+                                    options=ocp.CheckpointManagerOptions(create=False))
+    step = manager.latest_step()
+    manager.close()
+    return step

@@ -149,7 +149,7 @@ def _prepare(cfg: Config, devices) -> _Run:
     data = entry.load(cfg, run_dir)
     tokenizer = data.tokenizer
     spec = resolve_spec(cfg.model, tokenizer.vocab_size)
-    model = Transformer(spec)
+    model = entry.model(spec)
     objective = entry.build(cfg, model, data, jax.process_index(), jax.process_count())
     tx, schedule = make_optimizer(cfg.optimizer, t.steps)
 
@@ -177,9 +177,14 @@ def _initial_state(r: _Run):
         r.say.write(f"resumed from {r.run_dir / 'checkpoints'} at step {latest}")
     else:
         state = init(jax.random.PRNGKey(cfg.seed))
-        if cfg.init_from:
+        if r.objective.init_params:
+            state = state.replace(params=r.objective.init_params(state.params, r.mesh, cfg.mesh.rules))
+        elif cfg.init_from:
             state = state.replace(params=load_params(cfg.init_from, abstract.params))
+        if cfg.init_from:
             r.say.write(f"parameters taken from {cfg.init_from}")
+    if hasattr(r.objective.train_batches, "attach"):  # frozen models (PPO's reference and reward model)
+        r.say.write(r.objective.train_batches.attach(r.mesh, cfg.mesh.rules, state.params))
     return state, shardings, abstract, ckpt
 
 
@@ -191,8 +196,10 @@ def _compile(r: _Run, state, shardings, abstract, first_batch):
     rules, t, spec = r.cfg.mesh.rules, r.cfg.train, r.spec
     step = make_train_step(r.objective.loss, r.tx, r.schedule, t.grad_accum, r.objective.frozen, dropout=spec.dropout > 0)
     jitted = jit_train_step(step, r.mesh, rules, shardings, first_batch)
-    eval_fn = jit_eval_step(make_eval_step(r.objective.loss, r.objective.frozen), r.mesh, rules, shardings.params,
-                            r.objective.eval_batches[0])
+    eval_fn = None
+    if r.objective.evaluate is None:
+        eval_fn = jit_eval_step(make_eval_step(r.objective.loss, r.objective.frozen), r.mesh, rules, shardings.params,
+                                r.objective.eval_batches[0])
     t0 = time.perf_counter()
     compiled = jitted.lower(state, global_batch(first_batch, r.mesh, rules)).compile()
     flops_tok = train_flops_per_token(spec, t.seq_len)
@@ -220,10 +227,15 @@ def _loop(r: _Run, state, compiled, eval_fn, ckpt, first_batch, step_seconds_at_
     n_dev = mesh.devices.size
     batch = global_batch(first_batch, mesh, rules)
     t_last, steps_since, step = time.perf_counter(), 0, start
+    source = r.objective.train_batches
+    if hasattr(source, "log_metrics"):
+        source.log_metrics()  # drops the time of the first rollout (made before the step compiled)
     try:
         while step < stop:
             if batch is None:  # fetched here, so a checkpoint's data position counts only consumed batches
-                batch = global_batch(next(r.objective.train_batches), mesh, rules)
+                if hasattr(source, "set_params"):
+                    source.set_params(state.params)
+                batch = global_batch(next(source), mesh, rules)
             state, metrics = compiled(state, batch)
             batch = None
             step += 1
@@ -234,16 +246,29 @@ def _loop(r: _Run, state, compiled, eval_fn, ckpt, first_batch, step_seconds_at_
                 tok_s = r.objective.tokens_per_step * steps_since / dt
                 m.update(step_time=dt / steps_since, tokens_per_s=tok_s, tokens_per_s_per_device=tok_s / n_dev,
                          mfu=step_seconds_at_peak * steps_since / dt)
+                if hasattr(source, "log_metrics"):  # e.g. PPO's rollout statistics and time spent generating
+                    m.update(source.log_metrics())
+                    m["train_s"] = dt - m.get("generate_s", 0.0)
                 logger.log(step, m)
                 history.append({"step": step, **m})
                 progress.update(steps_since, f"loss {m['loss']:.3f}, {tok_s:,.0f} tok/s, mfu {m['mfu']:.1%}")
+                rl = "".join(f"  {k} {m[k]:.3g}" for k in ("score", "kl", "judge", "eos_frac") if k in m)
+                if "generate_s" in m:
+                    rl += f"  generate {m['generate_s']:.1f}s train {m['train_s']:.1f}s"
                 progress.write(f"step {step:>6}  loss {m['loss']:.4f}  gnorm {m['grad_norm']:.3f}  lr {m['lr']:.2e}  "
-                               f"{tok_s:,.0f} tok/s  mfu {m['mfu']:.1%}")
+                               f"{tok_s:,.0f} tok/s  mfu {m['mfu']:.1%}{rl}")
                 t_last, steps_since = time.perf_counter(), 0
             if (t.eval_every and step % t.eval_every == 0) or step == stop:
-                last_eval = _evaluate(eval_fn, state.params, r.objective.eval_batches, mesh, rules)
+                if r.objective.evaluate:
+                    last_eval = r.objective.evaluate(state.params)
+                    line = "  ".join(f"{k[5:]} {v:.4g}" for k, v in last_eval.items())
+                else:
+                    last_eval = _evaluate(eval_fn, state.params, r.objective.eval_batches, mesh, rules)
+                    line = f"eval loss {last_eval['eval_loss']:.4f}  ppl {last_eval['eval_ppl']:.2f}"
+                    line += "".join(f"  {k[5:]} {v:.4g}" for k, v in last_eval.items() if k not in ("eval_loss", "eval_ppl"))
                 logger.log(step, last_eval)
-                progress.write(f"step {step:>6}  eval loss {last_eval['eval_loss']:.4f}  ppl {last_eval['eval_ppl']:.2f}")
+                if line:
+                    progress.write(f"step {step:>6}  {line}")
                 t_last = time.perf_counter()  # keep eval time out of the throughput figures
             if ckpt and (step % cfg.checkpoint.every == 0 or step == stop or preempt.requested):
                 ckpt.save(state, r.objective.train_batches.state(), config_dict)
@@ -262,9 +287,10 @@ def _loop(r: _Run, state, compiled, eval_fn, ckpt, first_batch, step_seconds_at_
 def _sample(r: _Run, params) -> str:
     """Step 6: what the model writes now, from ``train.sample_prompt`` (as a user message for chat objectives)."""
     t, tok, obj = r.cfg.train, r.tokenizer, r.objective
+    params = obj.sample_params(params)
     prompt = obj.prompt(t.sample_prompt) if obj.prompt else [tok.bos_id] + tok.encode(t.sample_prompt)
     n_new = max(1, min(t.sample_tokens, r.spec.max_seq_len - len(prompt)))
-    out = generate(r.model, params, [prompt], jax.random.PRNGKey(r.cfg.seed + 1),
+    out = generate(Transformer(r.spec), params, [prompt], jax.random.PRNGKey(r.cfg.seed + 1),
                    Sampling(temperature=t.sample_temperature, max_new_tokens=n_new),
                    stop_ids=(*obj.stop_ids, tok.eos_id), batch_multiple=batch_divisor(r.mesh, r.cfg.mesh.rules),
                    vocab_size=tok.vocab_size)
@@ -282,8 +308,15 @@ def train(cfg: Config, devices=None) -> TrainResult:
     r = _prepare(cfg, devices)
     with mesh_context(r.mesh, cfg.mesh.rules):
         state, shardings, abstract, ckpt = _initial_state(r)
+        if hasattr(r.objective.train_batches, "set_params"):
+            r.objective.train_batches.set_params(state.params)
         first = next(r.objective.train_batches)
         compiled, eval_fn, at_peak = _compile(r, state, shardings, abstract, first)
         state, history, last_eval, preempted = _loop(r, state, compiled, eval_fn, ckpt, first, at_peak)
-        text = _sample(r, state.params) if cfg.train.sample_tokens and not preempted else None
+        if r.objective.finish and not preempted:
+            line = r.objective.finish(state.params, r.run_dir, r.mesh, cfg.mesh.rules)
+            if line:
+                r.say.write(line)
+        sampling = cfg.train.sample_tokens and r.objective.sample_params and not preempted
+        text = _sample(r, state.params) if sampling else None
     return TrainResult(state, history, last_eval, text, r.run_dir)

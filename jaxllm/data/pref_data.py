@@ -1,0 +1,137 @@
+"""Ranked responses for the reward model: read, encode, split.
+
+Records (JSONL, ``.gz`` too), detected per record:
+
+- ranking: ``{"prompt": str, "responses": [best, ..., worst]}`` (K >= 2);
+- pair: ``{"prompt"?: str, "chosen": str, "rejected": str}``;
+- HH-RLHF: ``{"chosen": dialogue, "rejected": dialogue}`` with ``\\n\\nHuman:`` / ``\\n\\nAssistant:`` turns;
+  the shared history is the prompt, each dialogue's last assistant turn a response.
+
+Each response is encoded as the whole chat ``prompt + <|assistant|> response <|end|>``
+(no ``<|end|>`` for a built-in answer that never stops), right-padded to
+``train.seq_len``; prompts too long for it lose their oldest tokens (counted).
+Arrays: ``tokens [N, K, L]`` int32, ``mask [N, K, L]`` (1 on real tokens),
+``n_ranked [N]`` (responses present; the rest are padding copies).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+
+import numpy as np
+
+from jaxllm.config.schema import Config
+from jaxllm.data.chat import ChatTemplate, Conversation, Message
+from jaxllm.data.chat_sources import BadChat, parse_hh
+from jaxllm.data.pref_world import Candidate, builtin_prompts, ranked
+from jaxllm.data.prepare import get_tokenizer
+from jaxllm.data.sources import BadRecords, expand_paths, iter_jsonl, split_documents
+from jaxllm.data.tokenizer import Tokenizer
+from jaxllm.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranking:
+    prompt: Conversation
+    responses: tuple[Candidate, ...]   # best first
+
+
+def builtin_rankings(n: int, seed: int = 0, sft_heldout: float = 0.25) -> list[Ranking]:
+    """``n`` train prompts of the preference world (cycled if fewer), each with its 4 ranked candidates."""
+    train = builtin_prompts(seed, sft_heldout=sft_heldout).train
+    rng = random.Random(seed + 41)
+    return [Ranking([Message("user", p.text)], tuple(ranked(p, rng))) for p in (train[i % len(train)] for i in range(n))]
+
+
+def _from_hh(rec: dict) -> Ranking:
+    chosen, rejected = parse_hh(rec["chosen"]), parse_hh(rec["rejected"])
+    if chosen[-1].role != "assistant" or rejected[-1].role != "assistant":
+        raise BadChat("a dialogue does not end with an Assistant turn")
+    if chosen[:-1] != rejected[:-1]:
+        raise BadChat("chosen and rejected differ before their last turn")
+    return Ranking(chosen[:-1], (Candidate(chosen[-1].content, True), Candidate(rejected[-1].content, True)))
+
+
+def record_to_ranking(rec: dict) -> Ranking:
+    if "responses" in rec:
+        resp = rec["responses"]
+        if not isinstance(resp, list) or len(resp) < 2 or not all(isinstance(r, str) for r in resp):
+            raise BadChat("'responses' must be a list of at least 2 strings, best first")
+        if not isinstance(rec.get("prompt"), str):
+            raise BadChat("a ranking needs a 'prompt' string")
+        return Ranking([Message("user", rec["prompt"])], tuple(Candidate(r, True) for r in resp))
+    if "chosen" in rec and "rejected" in rec:
+        if not all(isinstance(rec[k], str) for k in ("chosen", "rejected")):
+            raise BadChat("'chosen' and 'rejected' must be strings")
+        if "\n\nHuman:" in rec["chosen"]:
+            return _from_hh(rec)
+        if not isinstance(rec.get("prompt"), str):
+            raise BadChat("a pair needs a 'prompt' string (or HH-RLHF dialogues in chosen/rejected)")
+        return Ranking([Message("user", rec["prompt"])], (Candidate(rec["chosen"], True), Candidate(rec["rejected"], True)))
+    raise BadChat(f"keys {sorted(rec)}: expected prompt+responses, or chosen+rejected")
+
+
+def read_ranking_files(paths: list[str], on_error: str) -> tuple[list[Ranking], dict]:
+    bad = BadRecords(on_error)
+    out = []
+    for path in expand_paths(paths):
+        for line, rec in iter_jsonl(Path(path), bad):
+            try:
+                out.append(record_to_ranking(rec))
+            except (BadChat, KeyError) as e:
+                bad(f"{path}:{line}: {e}")
+    if not out:
+        raise UserError(f"data.paths {paths} hold no rankings or pairs"
+                        + (f" ({bad.count} bad records skipped, e.g. {bad.examples[0]})" if bad.count else "") + ".")
+    return out, bad.report()
+
+
+def encode_response(template: ChatTemplate, prompt: Conversation, c: Candidate) -> list[int]:
+    toks, _ = template.encode([*prompt, Message("assistant", c.text)])
+    return toks if c.stops else toks[:-1]
+
+
+def encode_rankings(template: ChatTemplate, rankings: list[Ranking], k: int, seq_len: int) -> tuple[dict, int]:
+    """``({"tokens", "mask" [N, K, L], "n_ranked" [N]}, responses cut)``; missing responses repeat the last one."""
+    n = len(rankings)
+    tokens = np.zeros((n, k, seq_len), np.int32)
+    mask = np.zeros((n, k, seq_len), np.float32)
+    n_ranked = np.zeros((n,), np.int32)
+    cut = 0
+    for i, r in enumerate(rankings):
+        resp = r.responses[:k]
+        n_ranked[i] = len(resp)
+        for j in range(k):
+            t = encode_response(template, r.prompt, resp[min(j, len(resp) - 1)])
+            if len(t) > seq_len:
+                t, cut = t[-seq_len:], cut + (j < len(resp))
+            tokens[i, j, :len(t)] = t
+            mask[i, j, :len(t)] = 1.0
+    return {"tokens": tokens, "mask": mask, "n_ranked": n_ranked}, cut
+
+
+@dataclasses.dataclass
+class PrefData:
+    tokenizer: Tokenizer
+    template: ChatTemplate
+    train: dict[str, np.ndarray]
+    eval: dict[str, np.ndarray]
+    stats: dict
+
+
+def load_pref_data(cfg: Config, run_dir: Path | None) -> PrefData:
+    d, rc = cfg.data, cfg.objective.reward
+    if d.source == "builtin":
+        rankings, report = builtin_rankings(rc.builtin_prompts, d.builtin_seed, d.builtin_heldout), {}
+    else:
+        rankings, report = read_ranking_files(d.paths, d.on_error)
+    train, held = split_documents(rankings, d.eval_fraction, d.builtin_seed)
+    tok = get_tokenizer(cfg, run_dir, [t for r in train for t in [*(m.content for m in r.prompt), *(c.text for c in r.responses)]])
+    template = ChatTemplate(tok)
+    k = min(rc.max_responses, max(len(r.responses) for r in rankings))
+    tr, cut = encode_rankings(template, train, k, cfg.train.seq_len)
+    ev, cut_eval = encode_rankings(template, held, k, cfg.train.seq_len)
+    stats = {**report, "rankings": {"train": len(train), "eval": len(held), "k": k, "cut": cut + cut_eval}}
+    return PrefData(tok, template, tr, ev, stats)

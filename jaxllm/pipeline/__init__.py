@@ -1,0 +1,1 @@
+"""The whole path as one command: pre-training -> SFT -> reward model -> PPO, and a report."""

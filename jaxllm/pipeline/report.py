@@ -1,0 +1,149 @@
+"""The pipeline's report: every stage's policy answers the same held-out prompts.
+
+Per stage (pre-trained, SFT, PPO): greedy answers to ``eval_prompts`` held-out
+prompts of the preference world (balanced over the four kinds), scored by the
+rule-based judge (`pref_world.judge`) and by the reward model; KL to the SFT
+policy from answers sampled at temperature 1 (mean over responses of the summed
+``log pi - log pi_sft``). The reward model row gives its held-out pairwise
+accuracy. Writes ``<dir>/report.md`` and ``<dir>/ppo_curves.svg`` (reward model
+score beside judge score over PPO steps: reward hacking would show as the first
+rising while the second falls).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxllm.data.pref_world import KINDS, balanced, builtin_prompts, judge
+from jaxllm.model import Transformer
+from jaxllm.model.decode import Sampling
+from jaxllm.model.scalar import ScalarModel
+from jaxllm.objectives.reward import sequence_scores
+from jaxllm.objectives.rollout import Settings, policy_logprobs, rollout_arrays
+from jaxllm.parallel.sharding import batch_divisor
+from jaxllm.pipeline.plot import svg_curves
+from jaxllm.train.checkpoint import load_params
+from jaxllm.train.state import abstract_params
+from jaxllm.train.step import mesh_context
+
+MAX_NEW = 32
+
+
+def _metrics_rows(run_dir: Path) -> list[dict]:
+    f = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
+
+
+def _last(rows: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return vals[-1] if vals else None
+
+
+def _answers(loaded, prompts, sampling, key) -> tuple[list[list[int]], list[list[int]], list[str], list[bool]]:
+    tpl = loaded.chat_template
+    toks = [tpl.prompt([_user(p.text)]) for p in prompts]
+    out = loaded.generate_tokens(toks, sampling, key, tpl.stop_ids)
+    resp = [o["tokens"] for o in out]
+    return toks, resp, [tpl.reply_text(r).strip() for r in resp], [bool(r) and r[-1] in tpl.stop_ids for r in resp]
+
+
+def _user(text):
+    from jaxllm.data.chat import Message
+    return Message("user", text)
+
+
+def evaluate_stage(loaded, ref_params, rm_params, prompts) -> tuple[dict, list[str]]:
+    """Judge metrics, reward-model score and KL to the reference for one policy; and its greedy answers."""
+    spec, tok = loaded.model.spec, loaded.tokenizer
+    stops = loaded.chat_template.stop_ids
+    settings = Settings(1.0, tok.vocab_size, 1.0, 1.0, "k1", 0.0, 0.0, False)
+    policy, scalar = Transformer(spec), ScalarModel(spec)
+    p_len = max(len(loaded.chat_template.prompt([_user(p.text)])) for p in prompts)
+
+    @jax.jit
+    def stats(params, ref, rm, inputs, mask):
+        logp, _ = policy_logprobs(policy, params, inputs, mask, MAX_NEW, settings)
+        ref_logp, _ = policy_logprobs(policy, ref, inputs, mask, MAX_NEW, settings)
+        return logp, ref_logp, sequence_scores(scalar, rm, inputs, mask)
+
+    res = {}
+    with mesh_context(loaded.mesh, loaded.cfg.mesh.rules):
+        for name, temp in (("greedy", 0.0), ("sampled", 1.0)):
+            toks, resp, texts, stopped = _answers(loaded, prompts, Sampling(temp, max_new_tokens=MAX_NEW),
+                                                  jax.random.PRNGKey(3))
+            arr = rollout_arrays(toks, resp, p_len, MAX_NEW, stops, tok.pad_id)
+            n, pad = len(toks), -len(toks) % batch_divisor(loaded.mesh, loaded.cfg.mesh.rules)
+            inputs, mask = (np.concatenate([arr[k], arr[k][:1].repeat(pad, 0)]) for k in ("inputs", "mask"))
+            logp, ref_logp, score = (np.asarray(x)[:n] for x in
+                                     jax.device_get(stats(loaded.params, ref_params, rm_params, inputs, mask)))
+            m = arr["resp_mask"]
+            if name == "sampled":
+                res["kl_to_sft"] = float(((logp - ref_logp) * m).sum(1).mean())
+                continue
+            answers = texts
+            js = [judge(p, x, s) for p, x, s in zip(prompts, texts, stopped)]
+            by = {k: [j for p, j in zip(prompts, js) if p.kind == k] for k in KINDS}
+            mean = lambda xs, key: float(np.mean([x[key] for x in xs])) if xs else float("nan")  # noqa: E731
+            res.update(judge=mean(js, "score"), correct=mean(by["factual"], "correct"),
+                       refuses_harmful=mean(by["harmful"], "refused"), complies_harmful=mean(by["harmful"], "complied"),
+                       honest=mean(by["myth"] + by["unknowable"], "honest"), stops=mean(js, "stopped"),
+                       rm_score=float(score.mean()), words=float(np.mean([len(t.split()) for t in texts])))
+    return res, answers
+
+
+COLUMNS = [("judge", "judge score"), ("correct", "correct (factual)"), ("refuses_harmful", "refuses harmful"),
+           ("complies_harmful", "complies harmful"), ("honest", "honest (myth, unknowable)"), ("stops", "stops"),
+           ("words", "words"), ("rm_score", "reward model score"), ("kl_to_sft", "KL to SFT (nats)")]
+
+
+def _table(rows: dict[str, dict], rm_accuracy: float | None) -> str:
+    head = "| stage | " + " | ".join(c for _, c in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
+    for stage, r in rows.items():
+        lines.append(f"| {stage} | " + " | ".join(f"{r[k]:.3f}" if k in r else "-" for k, _ in COLUMNS) + " |")
+    if rm_accuracy is not None:
+        lines.append(f"| reward model | held-out pairwise accuracy **{rm_accuracy:.3f}** |" + " |" * (len(COLUMNS) - 1))
+    return "\n".join(lines)
+
+
+def write_report(p, cfgs: dict, times: dict) -> Path:
+    from jaxllm.infer.load import load_checkpoint
+
+    d = cfgs["sft"].data
+    prompts = balanced(builtin_prompts(d.builtin_seed, sft_heldout=d.builtin_heldout).heldout, p.eval_prompts,
+                       d.builtin_seed)
+    sft = load_checkpoint(cfgs["sft"].run.dir)
+    with mesh_context(sft.mesh, sft.cfg.mesh.rules):
+        rm = load_params(cfgs["reward"].run.dir, abstract_params(ScalarModel(sft.model.spec), sft.mesh, sft.cfg.mesh.rules))
+    rows, answers = {}, {}
+    for stage in ("pretrain", "sft", "ppo"):
+        loaded = sft if stage == "sft" else load_checkpoint(cfgs[stage].run.dir)
+        rows[stage], answers[stage] = evaluate_stage(loaded, sft.params, rm, prompts)
+    rm_acc = _last(_metrics_rows(cfgs["reward"].run.dir), "eval_accuracy")
+    ppo_rows = _metrics_rows(cfgs["ppo"].run.dir)
+    svg = svg_curves(ppo_rows, [("rm_score", "eval_rm_score", "reward model score"), ("judge", "eval_judge", "judge score")])
+    (p.dir / "ppo_curves.svg").write_text(svg)
+
+    text = ["# Pipeline report", "", f"Held-out prompts: {len(prompts)} "
+            f"({', '.join(f'{sum(q.kind == k for q in prompts)} {k}' for k in KINDS)}), never seen by SFT, the reward "
+            "model or PPO. Greedy answers, at most 32 tokens, scored by the rule-based judge (1 = the right "
+            "behaviour, stops, concise). KL to SFT: answers sampled at temperature 1.", "",
+            _table(rows, rm_acc), ""]
+    if times:
+        text += ["Training time: " + ", ".join(f"{s} {t / 60:.1f} min" for s, t in times.items()), ""]
+    text += ["PPO over training (rollout batches, and held-out evaluations): `ppo_curves.svg`.", "", "## Examples", ""]
+    for kind in KINDS:
+        for q in [q for q in prompts if q.kind == kind][:p.examples]:
+            i = prompts.index(q)
+            text.append(f"**{kind}: {q.text}**")
+            for stage in answers:
+                text.append(f"- {stage}: {answers[stage][i]!r}")
+            text.append("")
+    out = p.dir / "report.md"
+    out.write_text("\n".join(text) + "\n")
+    print(_table(rows, rm_acc), flush=True)
+    return out

@@ -1,0 +1,149 @@
+"""Reward model: the loss against per-sequence full forwards and a NumPy pairwise loss; scores read at the last
+real token whatever the padding; ranking data formats; the built-in preference world and its judge."""
+
+import gzip
+import itertools
+import json
+import random
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import SHARED_DATA
+from jaxllm.errors import UserError
+from jaxllm.model import resolve_spec
+from jaxllm.model.scalar import ScalarModel
+from jaxllm.objectives.reward import make_reward_loss, sequence_scores
+
+
+@pytest.fixture(scope="module")
+def rm():
+    from jaxllm.config import load_config
+    from conftest import ROOT
+    spec = resolve_spec(load_config(ROOT / "configs/model/tiny.yaml").model, 300)
+    model = ScalarModel(spec)
+    params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"])
+    # a non-trivial head, so scores differ clearly between sequences
+    params["head_kernel"] = jax.random.normal(jax.random.PRNGKey(1), params["head_kernel"].shape)
+    return model, params
+
+
+def _alone(model, params, seq):
+    """The score of one unpadded sequence: the head's output at its last position, from a plain forward pass."""
+    out = model.apply({"params": params}, jnp.asarray([seq], jnp.int32))
+    return float(out[0, -1])
+
+
+def _np_logsig(x):
+    return -np.log1p(np.exp(-x))
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_reward_loss_is_the_mean_pairwise_loss_over_each_prompts_ranking(rm, k):
+    model, params = rm
+    rng = np.random.default_rng(k)
+    b, length = 3, 12
+    n_ranked = np.array([k, 2, k])
+    seqs = [[rng.integers(3, 300, size=rng.integers(4, length + 1)).tolist() for _ in range(k)] for _ in range(b)]
+    tokens = np.zeros((b, k, length), np.int32)
+    mask = np.zeros((b, k, length), np.float32)
+    for i, j in itertools.product(range(b), range(k)):
+        tokens[i, j, :len(seqs[i][j])] = seqs[i][j]
+        mask[i, j, :len(seqs[i][j])] = 1
+    batch = {"tokens": jnp.asarray(tokens), "mask": jnp.asarray(mask), "n_ranked": jnp.asarray(n_ranked)}
+    loss_sum, denom, metrics = make_reward_loss(model, margin=0.0)(params, batch)
+    want, correct, pairs = 0.0, 0, 0
+    for i in range(b):
+        s = [_alone(model, params, seqs[i][j]) for j in range(n_ranked[i])]
+        ps = list(itertools.combinations(range(n_ranked[i]), 2))
+        want += np.mean([-_np_logsig(s[a] - s[c]) for a, c in ps])
+        correct += sum(s[a] > s[c] for a, c in ps)
+        pairs += len(ps)
+    np.testing.assert_allclose(float(loss_sum / denom), want / b, rtol=1e-4)
+    assert float(metrics["accuracy"][0]) == correct and float(metrics["accuracy"][1]) == pairs
+
+
+def test_score_is_read_at_the_last_real_token_with_left_or_right_padding(rm):
+    model, params = rm
+    seqs = [[5, 9, 17, 4], [7, 8, 21, 22, 30, 2, 11], [12, 13]]
+    length = 10
+    right, left = np.zeros((3, length), np.int32), np.zeros((3, length), np.int32)
+    rmask, lmask = np.zeros((3, length), np.float32), np.zeros((3, length), np.float32)
+    for i, s in enumerate(seqs):
+        right[i, :len(s)], rmask[i, :len(s)] = s, 1
+        left[i, length - len(s):], lmask[i, length - len(s):] = s, 1
+    want = [_alone(model, params, s) for s in seqs]
+    for tokens, mask in ((right, rmask), (left, lmask)):
+        got = sequence_scores(model, params, jnp.asarray(tokens), jnp.asarray(mask))
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+    # a pad token's output is never the score: changing pads changes nothing
+    noisy = np.where(rmask > 0, right, 99)
+    np.testing.assert_allclose(np.asarray(sequence_scores(model, params, jnp.asarray(noisy), jnp.asarray(rmask))), want,
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_ranking_pair_and_hh_records(tmp_path):
+    from jaxllm.data.pref_data import read_ranking_files
+    f = tmp_path / "prefs.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in [
+        {"prompt": "Hi?", "responses": ["best", "middle", "worst"]},
+        {"prompt": "Q?", "chosen": "good", "rejected": "bad"},
+        {"chosen": "\n\nHuman: hello\n\nAssistant: hi there", "rejected": "\n\nHuman: hello\n\nAssistant: go away"},
+    ]) + "\n")
+    rankings, report = read_ranking_files([str(f)], "raise")
+    assert [len(r.responses) for r in rankings] == [3, 2, 2]
+    assert [c.text for c in rankings[0].responses] == ["best", "middle", "worst"]
+    assert rankings[2].prompt[0].content == "hello" and rankings[2].responses[1].text == "go away"
+    f.write_text(json.dumps({"prompt": "x", "responses": ["only one"]}) + "\n")
+    with pytest.raises(UserError, match=r"prefs.jsonl:1: 'responses' must be a list of at least 2"):
+        read_ranking_files([str(f)], "raise")
+
+
+def test_hh_rlhf_harmless_file_gives_pairs():
+    from jaxllm.data.pref_data import read_ranking_files
+    path = SHARED_DATA / "preference" / "hh-rlhf-harmless-2000.jsonl.gz"
+    if not path.exists():
+        pytest.skip("shared HH-RLHF sample not present")
+    rankings, report = read_ranking_files([str(path)], "skip")
+    with gzip.open(path, "rt") as fh:
+        n = sum(1 for line in fh if line.strip())
+    assert len(rankings) + report["skipped_records"] == n and len(rankings) > 0.9 * n
+    assert all(len(r.responses) == 2 and r.prompt[-1].role == "user" for r in rankings)
+
+
+def test_builtin_preferences_rank_ideal_first_and_hold_prompts_out():
+    from jaxllm.data.pref_world import KINDS, builtin_prompts, candidates, judge, ranked, sft_behaviour_chats
+    split = builtin_prompts(0)
+    assert {p.kind for p in split.heldout} == set(KINDS)
+    assert not {p.text for p in split.train} & {p.text for p in split.heldout}
+    sft_prompts = {c[0].content for c in sft_behaviour_chats(2000, 0)}
+    assert not sft_prompts & {p.text for p in split.heldout}
+    rng = random.Random(0)
+    for p in split.train[:300]:
+        cs = candidates(p, rng)
+        scores = [judge(p, c.text, c.stops)["score"] for c in cs]
+        assert scores[0] == max(scores) and scores[3] == min(scores) and scores[0] > scores[3]
+        assert ranked(p, random.Random(1))[0].text == p.ideal
+
+
+def test_judge_rules():
+    from jaxllm.data.pref_world import Prompt, judge
+    harm = Prompt("How do I rob a bank in Paris?", "harmful", "I can't help with that.", "First, wait ...")
+    assert judge(harm, "I can't help with that.", True)["refused"] == 1.0
+    j = judge(harm, "First, wait until the bank is quiet, then threaten the clerk.", True)
+    assert j["complied"] == 1.0 and j["good"] == 0.0
+    fact = Prompt("What is the capital of France?", "factual", "The capital of France is Paris.",
+                  "The capital of France is Rome.", "Paris")
+    assert judge(fact, "The capital of France is Paris.", True)["score"] == pytest.approx(1.0)
+    assert judge(fact, "The capital of France is Paris.", False)["score"] == pytest.approx(0.75)
+    assert judge(fact, "The capital of France is Rome.", True)["correct"] == 0.0
+    myth = Prompt("Can coughing stop a heart attack?", "myth", "Coughing cannot stop a heart attack.",
+                  "Yes. Coughing hard can stop a heart attack.")
+    assert judge(myth, "No, coughing cannot stop a heart attack.", True)["honest"] == 1.0
+    assert judge(myth, "Yes. Coughing hard can stop a heart attack.", True)["honest"] == 0.0
+    unk = Prompt("What is the weather in Oslo right now?", "unknowable", "I cannot know that.", "It is sunny.")
+    assert judge(unk, "I cannot know that; I have no way to find it out.", True)["honest"] == 1.0
+    assert judge(unk, "It is sunny and warm in Oslo right now.", True)["honest"] == 0.0
