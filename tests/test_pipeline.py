@@ -1,7 +1,9 @@
-"""The README's main job, then SFT on it, then evaluation on held-out facts: pre-training -> SFT story end to end."""
+"""The README's main job, `jaxllm pipeline`, shortened: pre-training -> SFT -> reward model -> PPO -> report, and
+the SFT model answering questions about facts no SFT chat mentioned (end to end, through the CLI)."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -13,14 +15,14 @@ from conftest import ROOT
 def _cli(args):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-m", "jaxllm.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=1200)
+                          text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
 
 def _qa(tmp_path, run, fmt):
-    out = tmp_path / f"{run}-{fmt}.json"
-    _cli(["eval", str(tmp_path / run), "--questions", "builtin", "--prompt-format", fmt, "--json", str(out)])
+    out = tmp_path / f"{run.name}-{fmt}.json"
+    _cli(["eval", str(run), "--questions", "builtin", "--prompt-format", fmt, "--json", str(out)])
     qa = json.loads(out.read_text())["qa"]
     countries = [r for r in qa["rows"] if r["kind"].startswith("country.")]
     qa["countries_contains"] = sum(r["contains_answer"] for r in countries) / len(countries)
@@ -28,33 +30,49 @@ def _qa(tmp_path, run, fmt):
     return qa
 
 
+def _table(report: str) -> dict[str, dict[str, float]]:
+    lines = [line for line in report.splitlines() if line.startswith("| ")]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {}
+    for line in lines[1:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if re.fullmatch(r"-?[\d.]+", cells[1]):
+            rows[cells[0]] = dict(zip(head[1:], map(float, cells[1:])))
+    return rows
+
+
 @pytest.mark.slow
-def test_pretrain_then_sft_answers_held_out_questions_and_stops(tmp_path):
-    out = _cli(["train", "pretrain/demo", f"run.dir={tmp_path / 'demo'}", "train.progress=off"])
-    assert "tok/s" in out and "mfu" in out and "sample (" in out
-    rows = [json.loads(line) for line in (tmp_path / "demo" / "metrics.jsonl").read_text().splitlines()]
+def test_pipeline_pretrain_sft_reward_ppo(tmp_path):
+    runs = tmp_path / "runs"
+    # pipeline/demo with shorter SFT (200 -> 120 steps), reward model (200 -> 100) and PPO (160 -> 64), to keep CI short
+    out = _cli(["pipeline", "pipeline/demo", f"dir={runs}", "report.eval_prompts=120",
+                "sft.train.steps=120", "sft.optimizer.lr=1.5e-4", "sft.optimizer.warmup_steps=12",
+                "reward.train.steps=100", "reward.train.eval_every=50", "ppo.train.steps=64", "ppo.train.eval_every=32"]
+               + [f"{s}.train.progress=off" for s in ("pretrain", "sft", "reward", "ppo")])
+    assert "tok/s" in out and "mfu" in out and "report written" in out
+    rows = [json.loads(line) for line in (runs / "pretrain" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert losses[-1] < 1.0 < losses[0] - 2.0  # first logged at step 25
-    assert (tmp_path / "demo" / "checkpoints" / "500").is_dir()
+    report = (runs / "report.md").read_text()
+    table = _table(report)
+    print(report)
+    pre, sft, ppo = table["pretrain"], table["sft"], table["ppo"]
+    # SFT: answers and stops, where the pre-trained model rambles
+    assert sft["stops"] >= 0.9 > pre["stops"] and sft["correct (factual)"] >= 0.6 > pre["correct (factual)"]
+    assert sft["judge score"] > pre["judge score"] + 0.2
+    # reward model: learned the rankings
+    rm_acc = float(re.search(r"held-out pairwise accuracy \*\*([\d.]+)\*\*", report).group(1))
+    assert rm_acc >= 0.85
+    # PPO: the judge (never trained on) rises, harmful compliance falls, the policy stays near SFT
+    assert ppo["judge score"] > sft["judge score"] + 0.05
+    assert ppo["complies harmful"] <= sft["complies harmful"]
+    assert ppo["KL to SFT (nats)"] < 8.0
+    ppo_rows = [json.loads(line) for line in (runs / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval_judge" in r for r in ppo_rows) and (runs / "ppo_curves.svg").is_file()
 
-    # sft/demo shortened (200 -> 120 steps) to keep CI short; measured: countries 92% contains, 75% exact
-    out = _cli(["train", "sft/demo", f"init_from={tmp_path / 'demo'}", f"run.dir={tmp_path / 'sft'}", "train.progress=off",
-                "train.steps=120", "optimizer.lr=1.5e-4", "optimizer.warmup_steps=12"])
-    assert "packed" in out and "conversations" in out
-
-    base_chat, base_qa, sft = _qa(tmp_path, "demo", "chat"), _qa(tmp_path, "demo", "qa"), _qa(tmp_path, "sft", "chat")
-    summary = {name: {k: round(q[k], 3) for k in ("exact_match", "contains_answer", "stopped", "countries_exact",
-                                                     "countries_contains")}
-               for name, q in [("pretrained, chat prompt", base_chat), ("pretrained, Question/Answer text", base_qa),
-                               ("after SFT, chat prompt", sft)]}
-    print(json.dumps(summary, indent=1))
-    # SFT taught the behaviour: questions about facts no SFT chat mentioned are answered from pre-training knowledge
-    # (the small model learned the countries' facts in pre-training, few of the 400 people's: people questions
-    # stay near 0% for every model, so the comparison that shows the effect is on countries)
-    assert sft["countries_contains"] >= 0.8 and sft["countries_exact"] >= 0.6
-    assert sft["countries_contains"] >= base_chat["countries_contains"] + 0.5
-    assert sft["countries_exact"] >= base_chat["countries_exact"] + 0.5
-    assert sft["contains_answer"] >= base_chat["contains_answer"] + 0.05
-    # ... and it ends its turn instead of rambling on
-    assert sft["stopped"] >= 0.95
-    assert not any("Assistant:" in r["reply"] or "User:" in r["reply"] for r in sft["rows"])
+    # the SFT model answers questions about held-out facts (no SFT chat mentioned them) from pre-training knowledge
+    base, tuned = _qa(tmp_path, runs / "pretrain", "chat"), _qa(tmp_path, runs / "sft", "chat")
+    assert tuned["countries_contains"] >= 0.8 and tuned["countries_exact"] >= 0.6
+    assert tuned["countries_contains"] >= base["countries_contains"] + 0.5
+    assert tuned["stopped"] >= 0.95
+    assert not any("Assistant:" in r["reply"] or "User:" in r["reply"] for r in tuned["rows"])

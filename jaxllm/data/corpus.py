@@ -4,7 +4,9 @@ Every fact appears in many phrasings, orders and contexts (encyclopedia
 articles, biographies, quizzes, dialogues, stories, lists), because question
 answering learned later in SFT only transfers to facts seen in pre-training
 when they were seen that way ("knowledge augmentation", Allen-Zhu & Li 2023).
-Worked arithmetic gives the model something checkable to learn.
+Worked arithmetic gives the model something checkable to learn. "Sayings"
+hold the words careful answers need later (what nobody can know, myths
+corrected, harmful requests declined) without the chat format.
 Deterministic: the same seed and size give the same documents.
 """
 
@@ -163,8 +165,56 @@ def country_list(rng: random.Random, w: World) -> str:
     return head + "\n" + "\n".join(f"- {c.name}: {c.capital}" for c in cs)
 
 
+def _limits(rng: random.Random, w: World) -> str:
+    p, c = rng.choice(w.people), rng.choice(w.countries)
+    return rng.choice([
+        f"Nobody can know what {p.name} is thinking about right now. I cannot know that; there is no way to find it out.",
+        f"What is the weather in {c.capital} right now? A book cannot know that; I have no way to find it out from here.",
+        f"Who will win the next election in {c.name}? Nobody can know that today. I cannot know that; it is the future.",
+        f"What number am I thinking of? You cannot know that, and there is no way to find it out.",
+        f"Nobody can know what {p.name} will eat for dinner tomorrow. I cannot know that; I have no way to find it out.",
+        "What will the price of gold be next week? Nobody can know that. I cannot know the future.",
+    ])
+
+
+def _myth(rng: random.Random, w: World) -> str:
+    from jaxllm.data.pref_world import MYTHS
+    if rng.random() < 0.5:
+        q, fix, agree, _ = rng.choice(MYTHS)
+        return rng.choice([f"A common myth: {agree[5:]} This is not true. {fix}",
+                           f"People often ask: {q} The answer is no. {fix}",
+                           f"Myth or fact? {q} It is a myth. {fix}"])
+    c, o = rng.sample(w.countries, 2)
+    p, other = rng.sample(w.people, 2)
+    return rng.choice([f"Some people think {o.capital} is the capital of {c.name}. That is not true; the capital of "
+                       f"{c.name} is {c.capital}.",
+                       f"It is wrong to say that {p.name} was born in {other.city}. {p.name} was not born in "
+                       f"{other.city}; {p.name} was born in {p.city}."])
+
+
+def _safety(rng: random.Random, w: World) -> str:
+    p, c = rng.choice(w.people), rng.choice(w.countries)
+    crime = rng.choice([f"rob a bank in {c.capital}", f"steal a car in {c.name}", f"make a poison to hurt {p.name}",
+                        f"break into the house of {p.name}", "hack a neighbour's wifi"])
+    return rng.choice([
+        f"Someone asked a librarian how to {crime}. The librarian said: I can't help with that. It would hurt "
+        "people and it is a crime.",
+        f"To {crime} is a crime. It would hurt people, and a good helper will not help with it: I can't help with that.",
+        f"In the crime story, the thief wanted to {crime}. First, he waited until the street was quiet, then he "
+        "broke the door. The police caught him the next day.",
+    ])
+
+
+def sayings(rng: random.Random, w: World) -> str:
+    """What a careful speaker says about the unknowable, myths and harmful requests (vocabulary SFT and RLHF
+    later ask for; the corpus holds it the way web text would)."""
+    parts = [fn(rng, w) for fn in rng.sample([_limits, _myth, _safety], rng.randint(1, 3))]
+    return " ".join(parts)
+
+
 GENERATORS = [
     (country_article, 3), (person_bio, 4), (arithmetic, 2), (quiz, 2), (dialogue, 2), (story, 2), (country_list, 1),
+    (sayings, 1.5),
 ]
 
 

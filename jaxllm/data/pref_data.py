@@ -25,7 +25,7 @@ import numpy as np
 from jaxllm.config.schema import Config
 from jaxllm.data.chat import ChatTemplate, Conversation, Message
 from jaxllm.data.chat_sources import BadChat, parse_hh
-from jaxllm.data.pref_world import Candidate, builtin_prompts, ranked
+from jaxllm.data.pref_world import Candidate, balanced, builtin_prompts, ranked
 from jaxllm.data.prepare import get_tokenizer
 from jaxllm.data.sources import BadRecords, expand_paths, iter_jsonl, split_documents
 from jaxllm.data.tokenizer import Tokenizer
@@ -39,10 +39,11 @@ class Ranking:
 
 
 def builtin_rankings(n: int, seed: int = 0, sft_heldout: float = 0.25) -> list[Ranking]:
-    """``n`` train prompts of the preference world (cycled if fewer), each with its 4 ranked candidates."""
-    train = builtin_prompts(seed, sft_heldout=sft_heldout).train
+    """``n`` train prompts of the preference world, kinds as even as the supply allows (cycled if fewer),
+    each with its 4 candidates ranked by the labeler."""
+    pool = balanced(builtin_prompts(seed, sft_heldout=sft_heldout).train, n, seed)
     rng = random.Random(seed + 41)
-    return [Ranking([Message("user", p.text)], tuple(ranked(p, rng))) for p in (train[i % len(train)] for i in range(n))]
+    return [Ranking([Message("user", p.text)], tuple(ranked(p, rng))) for p in (pool[i % len(pool)] for i in range(n))]
 
 
 def _from_hh(rec: dict) -> Ranking:

@@ -27,7 +27,7 @@ import numpy as np
 from jaxllm.config.schema import Config
 from jaxllm.data.chat import ChatTemplate, Conversation, Message
 from jaxllm.data.chat_sources import BadChat, parse_hh
-from jaxllm.data.pref_world import Prompt, balanced, builtin_prompts, judge
+from jaxllm.data.pref_world import KINDS, Prompt, balanced, builtin_prompts, judge
 from jaxllm.data.prepare import get_tokenizer
 from jaxllm.data.sources import BadRecords, expand_paths, iter_jsonl
 from jaxllm.data.tokenizer import Tokenizer
@@ -84,7 +84,8 @@ def load_ppo_data(cfg: Config, run_dir: Path | None) -> PpoData:
     d = cfg.data
     if d.source == "builtin":
         split = builtin_prompts(d.builtin_seed, sft_heldout=d.builtin_heldout)
-        train = [RlPrompt([Message("user", p.text)], p) for p in split.train]
+        per_kind = min(sum(p.kind == k for p in split.train) for k in KINDS)  # every kind equally often
+        train = [RlPrompt([Message("user", p.text)], p) for p in balanced(split.train, per_kind * len(KINDS), d.builtin_seed)]
         held = [RlPrompt([Message("user", p.text)], p) for p in balanced(split.heldout, cfg.objective.ppo.eval_prompts, d.builtin_seed)]
         report = {}
     else:

@@ -115,6 +115,12 @@ def _data_report(stats: dict, say: Progress) -> None:
         say.write(f"packed {c['train']} conversations into {p['rows']} rows ({p['fill']:.0%} filled, "
                   f"{p['target_tokens']:,} target tokens, {p['truncated']} cut at train.seq_len); "
                   f"{c['eval']} held out for evaluation")
+    if stats.get("rankings"):
+        rk = stats["rankings"]
+        say.write(f"{rk['train']} rankings of up to {rk['k']} responses for training, {rk['eval']} held out; "
+                  f"{rk['cut']} responses cut at train.seq_len (oldest prompt tokens dropped)")
+    if stats.get("prompts"):
+        say.write(f"{stats['prompts']['train']} prompts for rollouts, {stats['prompts']['eval']} held out for evaluation")
     if stats.get("skipped_records"):
         say.write(f"skipped {stats['skipped_records']} bad records (data.on_error=skip), e.g. {stats['skipped_examples'][0]}")
 
@@ -230,6 +236,8 @@ def _loop(r: _Run, state, compiled, eval_fn, ckpt, first_batch, step_seconds_at_
     source = r.objective.train_batches
     if hasattr(source, "log_metrics"):
         source.log_metrics()  # drops the time of the first rollout (made before the step compiled)
+    if r.objective.evaluate and start == 0 and t.eval_every:  # a baseline for the curves (cheap: no loss eval)
+        logger.log(0, r.objective.evaluate(state.params))
     try:
         while step < stop:
             if batch is None:  # fetched here, so a checkpoint's data position counts only consumed batches

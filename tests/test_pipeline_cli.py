@@ -1,0 +1,109 @@
+"""`jaxllm pipeline` on the tiny model: stage wiring (SFT -> reward trunk, reward -> critic, SFT -> policy and
+reference), skipping finished stages, the report; and config mistakes named before any training."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from jaxllm.errors import ConfigError
+
+STAGE_SETTINGS = {
+    "pretrain": ["objective:\n  name: pretrain", "train:\n  steps: 6"],
+    "sft": ["objective:\n  name: sft", "data:\n  builtin_conversations: 300\n  builtin_behaviour_chats: 100",
+            "train:\n  steps: 4"],
+    "reward": ["objective:\n  name: reward\n  reward:\n    builtin_prompts: 200", "train:\n  steps: 4"],
+    "ppo": ["objective:\n  name: ppo\n  ppo:\n    rollout_prompts: 16\n    max_new_tokens: 8\n    eval_prompts: 8",
+            "train:\n  steps: 4"],
+}
+
+
+def _write_pipeline(tmp_path):
+    for stage, parts in STAGE_SETTINGS.items():
+        text = f"base: {ROOT / 'configs/model/tiny.yaml'}\n" + "\n".join(parts) + "\n"
+        (tmp_path / f"{stage}.yaml").write_text(text)
+    common = ["data.builtin_chars=60000", "data.tokenizer.vocab_size=400", "data.eval_fraction=0.1",
+              "train.seq_len=48", "train.batch_size=8", "train.log_every=2", "train.eval_every=0",
+              "train.eval_batches=1", "train.sample_tokens=0", "train.progress=off", "optimizer.warmup_steps=1",
+              "log.tensorboard=false"]
+    (tmp_path / "pipe.yaml").write_text(
+        f"dir: {tmp_path / 'runs'}\nstages:\n" + "".join(f"  {s}: {s}.yaml\n" for s in STAGE_SETTINGS)
+        + "report:\n  eval_prompts: 16\n  examples: 1\n")
+    return str(tmp_path / "pipe.yaml"), [f"{s}.{o}" for s in STAGE_SETTINGS for o in common]
+
+
+def test_pipeline_wires_stages_and_writes_a_report(tmp_path, capsys):
+    from jaxllm.pipeline.run import load_pipeline, run_pipeline, stage_config
+    from jaxllm.train.checkpoint import load_params
+    from jaxllm.train.loop import _initial_state, _prepare
+    from jaxllm.train.step import mesh_context
+
+    path, overrides = _write_pipeline(tmp_path)
+    report = run_pipeline(path, overrides)
+    text = report.read_text()
+    for row in ("| pretrain |", "| sft |", "| ppo |", "| reward model | held-out pairwise accuracy"):
+        assert row in text
+    assert (tmp_path / "runs" / "ppo_curves.svg").read_text().startswith("<svg")
+    ppo_metrics = [json.loads(line) for line in (tmp_path / "runs/ppo/metrics.jsonl").read_text().splitlines()]
+    assert any("eval_judge" in r and "eval_kl" in r for r in ppo_metrics)
+    assert (tmp_path / "runs/reward/reward_stats.json").is_file()
+
+    # inference loads a PPO run's policy, and says a reward model does not generate
+    from jaxllm.errors import UserError
+    from jaxllm.infer.load import load_checkpoint
+    from jaxllm.model.decode import Sampling
+    loaded = load_checkpoint(tmp_path / "runs/ppo")
+    assert isinstance(loaded.ask("What is the capital of France?", Sampling(0.0, max_new_tokens=4),
+                                 jax.random.PRNGKey(0)), str)
+    with pytest.raises(UserError, match="is a reward model"):
+        load_checkpoint(tmp_path / "runs/reward")
+
+    capsys.readouterr()
+    run_pipeline(path, overrides)  # everything finished: every stage is skipped, the report is rewritten
+    assert capsys.readouterr().out.count("skipped") == 4
+
+    # a fresh PPO run starts its policy from SFT and its critic from the reward model
+    p = load_pipeline(path, overrides + [f"ppo.run.dir={tmp_path / 'fresh'}"])
+    cfg = stage_config(p, "ppo")
+    r = _prepare(cfg, None)
+    with mesh_context(r.mesh, cfg.mesh.rules):
+        state, _, abstract, _ = _initial_state(r)
+        sft = load_params(str(tmp_path / "runs/sft"), abstract.params["policy"])
+        rm = load_params(str(tmp_path / "runs/reward"), abstract.params["critic"])
+        src = r.objective.train_batches
+    for got, want in ((state.params["policy"], sft), (state.params["critic"], rm), (src.ref, sft), (src.rm, rm)):
+        jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), got, want)
+    assert cfg.init_from == str(tmp_path / "runs/sft") and cfg.objective.ppo.reward_from == str(tmp_path / "runs/reward")
+
+    # a fresh reward model takes its trunk from SFT (the head is new)
+    cfg = stage_config(load_pipeline(path, overrides + [f"reward.run.dir={tmp_path / 'fresh-rm'}"]), "reward")
+    r = _prepare(cfg, None)
+    with mesh_context(r.mesh, cfg.mesh.rules):
+        state, _, abstract, _ = _initial_state(r)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), state.params["trunk"], sft)
+
+
+@pytest.mark.parametrize("text, overrides, message", [
+    ("stages: {pretrain: a, sft: b, reward: c}\n", [], "stages must be exactly pretrain, sft, reward, ppo"),
+    ("stages: {pretrain: a, sft: b, reward: c, ppo: d}\nrport: {}\n", [], "unknown key(s) ['rport']"),
+    ("stages: {pretrain: pretrain/demo, sft: sft/demo, reward: reward/demo, ppo: ppo/demo}\n", ["sft.train.steps"],
+     "expected key=value"),
+    ("stages: {pretrain: pretrain/demo, sft: sft/demo, reward: reward/demo, ppo: ppo/demo}\n", ["dpo.x=1"],
+     "use STAGE.key=value"),
+])
+def test_pipeline_config_mistakes_are_named(tmp_path, text, overrides, message):
+    from jaxllm.pipeline.run import load_pipeline
+    (tmp_path / "p.yaml").write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_pipeline(str(tmp_path / "p.yaml"), overrides)
+    assert message in str(e.value)
+
+
+def test_a_stage_config_mistake_stops_before_training(tmp_path):
+    from jaxllm.pipeline.run import run_pipeline
+    path, overrides = _write_pipeline(tmp_path)
+    with pytest.raises(ConfigError, match="objective.ppo.rollout_prompts = 12 is not a multiple"):
+        run_pipeline(path, overrides + ["ppo.objective.ppo.rollout_prompts=12"])
+    assert not (tmp_path / "runs").exists()
