@@ -161,3 +161,38 @@ def test_ppo_smoke_run_raises_a_learnable_reward(tiny):
     assert rewards[-1] > rewards[0] + 0.08 and max(rewards[-2:]) > 1.5 * rewards[0], rewards
     assert all(k in hist[-1] for k in ("clip_frac", "approx_kl", "ratio", "value_error", "kl", "entropy",
                                        "response_len", "eos_frac", "generate_s", "train_s"))
+
+
+def test_ptx_adds_the_pretraining_loss(actor_critic):
+    """PPO-ptx: loss / tokens = PPO loss / tokens + ptx_coef * mean NLL of the ptx rows (full-forward reference)."""
+    model, params = actor_critic
+    rng = np.random.default_rng(2)
+    t = 3
+    arr = rollout_arrays([[1, 5, 6]], [[8, 9, 3]], p=3, t=t, stop_ids=STOP)
+    batch = {"inputs": arr["inputs"], "mask": arr["mask"], "resp_mask": arr["resp_mask"],
+             **{k: rng.normal(size=(1, t)).astype(np.float32) for k in ("old_logp", "old_values", "advantages", "returns")}}
+    tokens = rng.integers(4, 200, size=(2, 7))
+    ptx = {"ptx_inputs": tokens[:, :-1], "ptx_targets": tokens[:, 1:], "ptx_positions": np.tile(np.arange(6), (2, 1)),
+           "ptx_segment_ids": np.ones((2, 6), np.int32), "ptx_loss_mask": np.ones((2, 6), np.float32)}
+    ptx["ptx_loss_mask"][1, 4:] = 0
+    s = Settings(1.0, 200, 1.0, 0.95, "k1", 0.0, 0.0, True)
+    as_jnp = lambda d: {k: jnp.asarray(v) for k, v in d.items()}  # noqa: E731
+    base, n, _ = ppo_loss(model, t, s, 0.2, 0.2, 0.1)(params, as_jnp(batch))
+    with_ptx, n2, metrics = ppo_loss(model, t, s, 0.2, 0.2, 0.1, ptx_coef=0.5)(params, as_jnp({**batch, **ptx}))
+    logits, _ = model.apply({"params": params}, jnp.asarray(ptx["ptx_inputs"]))
+    logits = np.asarray(logits, np.float64)
+    logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+    nll = logz - np.take_along_axis(logits, ptx["ptx_targets"][..., None], -1)[..., 0]
+    mean_nll = (nll * ptx["ptx_loss_mask"]).sum() / ptx["ptx_loss_mask"].sum()
+    np.testing.assert_allclose(float(with_ptx / n2), float(base / n) + 0.5 * mean_nll, rtol=1e-4)
+    np.testing.assert_allclose(float(metrics["ptx_loss"][0] / metrics["ptx_loss"][1]), mean_nll, rtol=1e-4)
+
+
+def test_ptx_run_draws_pretraining_batches(tiny):
+    from jaxllm.train.loop import train
+    sys.path.insert(0, str(ROOT / "tests"))
+    cfg = tiny("objective.name=ppo", "train.seq_len=48", "objective.ppo.reward_fn=test_ppo:vowel_reward",
+               "objective.ppo.rollout_prompts=8", "objective.ppo.max_new_tokens=8", "objective.ppo.eval_prompts=0",
+               "objective.ppo.ptx_coef=0.5", "train.steps=2", "checkpoint.enabled=false")
+    hist = train(cfg).history
+    assert all(np.isfinite(h["ptx_loss"]) and h["ptx_loss"] > 0 for h in hist)

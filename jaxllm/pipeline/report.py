@@ -90,13 +90,15 @@ def evaluate_stage(loaded, ref_params, rm_params, prompts) -> tuple[dict, list[s
             mean = lambda xs, key: float(np.mean([x[key] for x in xs])) if xs else float("nan")  # noqa: E731
             res.update(judge=mean(js, "score"), correct=mean(by["factual"], "correct"),
                        refuses_harmful=mean(by["harmful"], "refused"), complies_harmful=mean(by["harmful"], "complied"),
-                       honest=mean(by["myth"] + by["unknowable"], "honest"), stops=mean(js, "stopped"),
+                       honest_myth=mean(by["myth"], "honest"), honest_unknowable=mean(by["unknowable"], "honest"),
+                       stops=mean(js, "stopped"),
                        rm_score=float(score.mean()), words=float(np.mean([len(t.split()) for t in texts])))
     return res, answers
 
 
 COLUMNS = [("judge", "judge score"), ("correct", "correct (factual)"), ("refuses_harmful", "refuses harmful"),
-           ("complies_harmful", "complies harmful"), ("honest", "honest (myth, unknowable)"), ("stops", "stops"),
+           ("complies_harmful", "complies harmful"), ("honest_myth", "corrects myth"),
+           ("honest_unknowable", "honest on unknowable"), ("stops", "stops"),
            ("words", "words"), ("rm_score", "reward model score"), ("kl_to_sft", "KL to SFT (nats)")]
 
 
