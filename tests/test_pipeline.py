@@ -44,10 +44,8 @@ def _table(report: str) -> dict[str, dict[str, float]]:
 @pytest.mark.slow
 def test_pipeline_pretrain_sft_reward_ppo(tmp_path):
     runs = tmp_path / "runs"
-    # pipeline/demo with shorter SFT (200 -> 120 steps), reward model (200 -> 100) and PPO (160 -> 64), to keep CI short
-    out = _cli(["pipeline", "pipeline/demo", f"dir={runs}", "report.eval_prompts=120",
-                "sft.train.steps=120", "sft.optimizer.lr=1.5e-4", "sft.optimizer.warmup_steps=12",
-                "reward.train.steps=100", "reward.train.eval_every=50", "ppo.train.steps=64", "ppo.train.eval_every=32"]
+    # pipeline/demo with a shorter reward model (200 -> 100 steps) and PPO (160 -> 64), to keep CI short
+    out = _cli(["pipeline", "pipeline/demo", f"dir={runs}", "report.eval_prompts=120", "reward.train.steps=100", "reward.train.eval_every=50", "ppo.train.steps=64", "ppo.train.eval_every=32"]
                + [f"{s}.train.progress=off" for s in ("pretrain", "sft", "reward", "ppo")])
     assert "tok/s" in out and "mfu" in out and "report written" in out
     rows = [json.loads(line) for line in (runs / "pretrain" / "metrics.jsonl").read_text().splitlines()]
@@ -72,7 +70,8 @@ def test_pipeline_pretrain_sft_reward_ppo(tmp_path):
 
     # the SFT model answers questions about held-out facts (no SFT chat mentioned them) from pre-training knowledge
     base, tuned = _qa(tmp_path, runs / "pretrain", "chat"), _qa(tmp_path, runs / "sft", "chat")
-    assert tuned["countries_contains"] >= 0.8 and tuned["countries_exact"] >= 0.6
+    # (measured with the full demo: 85.9% contains, 64.1% exact; the pre-trained model 20%)
+    assert tuned["countries_contains"] >= 0.75 and tuned["countries_exact"] >= 0.5
     assert tuned["countries_contains"] >= base["countries_contains"] + 0.5
     assert tuned["stopped"] >= 0.95
     assert not any("Assistant:" in r["reply"] or "User:" in r["reply"] for r in tuned["rows"])

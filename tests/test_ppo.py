@@ -129,14 +129,15 @@ def test_scored_logprobs_are_the_samplers(tmp_path, tiny):
     from jaxllm.train.loop import _initial_state, _prepare
     from jaxllm.train.step import mesh_context
     sys.path.insert(0, str(ROOT / "tests"))
-    cfg = tiny("objective.name=ppo", "train.seq_len=48", "objective.ppo.reward_fn=test_ppo:vowel_reward",
+    cfg = tiny("objective.name=ppo", "train.seq_len=40", "objective.ppo.reward_fn=test_ppo:vowel_reward",
                "objective.ppo.rollout_prompts=16", "objective.ppo.max_new_tokens=16", "objective.ppo.temperature=0.7",
                "checkpoint.enabled=false")
     r = _prepare(cfg, None)
     with mesh_context(r.mesh, cfg.mesh.rules):
         state, *_ = _initial_state(r)
         src = r.objective.train_batches
-        prompts = src.prompt_tokens[:16]
+        prompts = [src.prompt_tokens[i] for i in src.fits[:16]]
+        assert src.skipped_prompts > 0 and all(len(q) <= src.p for q in prompts)  # long prompts are skipped, not cut
         gen = generate(Transformer(src.spec), state.params["policy"], prompts, jax.random.PRNGKey(0), src.sampling,
                        stop_ids=src.stop_ids, pad_id=r.tokenizer.pad_id, batch_multiple=8,
                        vocab_size=r.tokenizer.vocab_size)
@@ -154,10 +155,10 @@ def test_ppo_smoke_run_raises_a_learnable_reward(tiny):
     cfg = tiny("objective.name=ppo", "train.seq_len=48", "objective.ppo.reward_fn=test_ppo:vowel_reward",
                "objective.ppo.rollout_prompts=32", "objective.ppo.max_new_tokens=16", "objective.ppo.eval_prompts=0",
                "objective.ppo.ppo_epochs=4", "objective.ppo.kl_coef=0", "objective.ppo.missing_eos_penalty=0",
-               "optimizer.lr=1e-2", "train.steps=96", "train.log_every=16", "checkpoint.enabled=false")
+               "optimizer.lr=1e-2", "train.steps=128", "train.log_every=16", "checkpoint.enabled=false")
     hist = train(cfg).history
     rewards = [h["rm_score"] for h in hist]  # the mean reward of each rollout batch (one per 16 steps)
-    assert len(rewards) == 6
+    assert len(rewards) == 8
     assert rewards[-1] > rewards[0] + 0.08 and max(rewards[-2:]) > 1.5 * rewards[0], rewards
     assert all(k in hist[-1] for k in ("clip_frac", "approx_kl", "ratio", "value_error", "kl", "entropy",
                                        "response_len", "eos_frac", "generate_s", "train_s"))

@@ -22,7 +22,7 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("sft")
     train(tiny_config(base / "pre", "train.steps=30", "optimizer.lr=3e-3"))
     sft = train(tiny_config(base / "sft", "objective.name=sft", f"init_from={base / 'pre'}", "train.steps=12",
-                            "data.builtin_conversations=400", "train.seq_len=64", "mesh.fsdp=2", "mesh.tensor=2",
+                            "data.builtin_conversations=400", "data.builtin_behaviour_chats=100", "train.seq_len=64", "mesh.fsdp=2", "mesh.tensor=2",
                             "train.sample_tokens=8", "train.sample_prompt=Hello!"))
     return base, sft
 
@@ -37,7 +37,7 @@ def test_sft_run_trains_on_chats_from_the_pretrained_checkpoint(runs):
     base, sft = runs
     assert sft.sample.startswith("user: Hello!\nassistant:")
     losses = [h["loss"] for h in sft.history]
-    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    assert np.isfinite(losses).all() and np.mean(losses[-3:]) < np.mean(losses[:3])
     assert "eval_loss" in sft.eval
     # the run dir is self-contained: the pre-training tokenizer was carried over
     assert (base / "sft" / "tokenizer.model").read_bytes() == (base / "pre" / "tokenizer.model").read_bytes()

@@ -120,7 +120,13 @@ class Rollouts:
                                  self.cfg.kl_estimator, self.cfg.missing_eos_penalty, self.cfg.score_clip,
                                  self.cfg.whiten_advantages)
         self.sampling = Sampling(self.cfg.temperature, self.cfg.top_k, self.cfg.top_p, self.t)
-        self.prompt_tokens = [data.template.prompt(p.conversation) for p in data.train]
+        tokens = [data.template.prompt(p.conversation) for p in data.train]
+        self.fits = [i for i, t in enumerate(tokens) if len(t) <= self.p]  # longer prompts would be cut: skipped
+        if not self.fits:
+            raise UserError(f"no prompt fits in train.seq_len - objective.ppo.max_new_tokens = {self.p} tokens "
+                            f"(shortest: {min(len(t) for t in tokens)}); raise train.seq_len.")
+        self.skipped_prompts = len(tokens) - len(self.fits)
+        self.prompt_tokens = tokens
         self.reward_fn = _reward_fn(self.cfg.reward_fn) if self.cfg.reward_fn else None
         self.scorer = make_scorer(spec, self.t, self.settings, with_reward_model=self.reward_fn is None)
         self.beta = self.cfg.kl_coef
@@ -142,6 +148,8 @@ class Rollouts:
         else:  # from scratch (tests): the reference is the initial policy
             self.ref = jax.tree.map(jnp.copy, params["policy"])
         lines = [f"reference policy: {init_from or 'the initial policy'}"]
+        if self.skipped_prompts:
+            lines.append(f"{self.skipped_prompts} prompts longer than {self.p} tokens skipped")
         if self.reward_fn is None:
             self.rm = load_params(self.cfg.reward_from, abstract_params(ScalarModel(self.spec), mesh, rules))
             stats = read_stats(self.cfg.reward_from)
@@ -160,9 +168,9 @@ class Rollouts:
     def _next_prompts(self, n: int) -> list[int]:
         out = []
         while len(out) < n:
-            order = np.random.default_rng([self.pc.seed, 17, self.prompt_epoch]).permutation(len(self.prompt_tokens))
+            order = np.random.default_rng([self.pc.seed, 17, self.prompt_epoch]).permutation(len(self.fits))
             take = order[self.prompt_index:self.prompt_index + n - len(out)]
-            out += take.tolist()
+            out += [self.fits[i] for i in take]
             self.prompt_index += len(take)
             if self.prompt_index >= len(order):
                 self.prompt_epoch, self.prompt_index = self.prompt_epoch + 1, 0
@@ -243,6 +251,9 @@ def evaluate_policy(source: Rollouts, params, prompts: list[RlPrompt], key_seed:
     if not prompts:
         return {}
     tok, tpl = source.data.tokenizer, source.data.template
+    prompts = [p for p in prompts if len(tpl.prompt(p.conversation)) <= source.p]
+    if not prompts:
+        return {}
     toks = [tpl.prompt(p.conversation) for p in prompts]
     div = batch_divisor(source.mesh, source.rules)
     out = {}
