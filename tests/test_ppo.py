@@ -197,3 +197,19 @@ def test_ptx_run_draws_pretraining_batches(tiny):
                "objective.ppo.ptx_coef=0.5", "train.steps=2", "checkpoint.enabled=false")
     hist = train(cfg).history
     assert all(np.isfinite(h["ptx_loss"]) and h["ptx_loss"] > 0 for h in hist)
+
+
+def test_prompt_files_take_prompts_and_hh_histories(tmp_path):
+    from jaxllm.errors import UserError
+    from jaxllm.objectives.ppo import read_prompt_files
+    import json
+    f = tmp_path / "prompts.jsonl"
+    f.write_text(json.dumps({"prompt": "Hi?"}) + "\n"
+                 + json.dumps({"chosen": "\n\nHuman: hello\n\nAssistant: hi\n\nHuman: bye\n\nAssistant: ok"}) + "\n")
+    prompts, _ = read_prompt_files([str(f)], "raise")
+    assert [m.content for m in prompts[0].conversation] == ["Hi?"]
+    assert [(m.role, m.content) for m in prompts[1].conversation] == [("user", "hello"), ("assistant", "hi"),
+                                                                      ("user", "bye")]
+    f.write_text(json.dumps({"question": "x"}) + "\n")
+    with pytest.raises(UserError, match=r"prompts.jsonl:1: keys \['question'\]"):
+        read_prompt_files([str(f)], "raise")
