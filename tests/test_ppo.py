@@ -213,3 +213,20 @@ def test_prompt_files_take_prompts_and_hh_histories(tmp_path):
     f.write_text(json.dumps({"question": "x"}) + "\n")
     with pytest.raises(UserError, match=r"prompts.jsonl:1: keys \['question'\]"):
         read_prompt_files([str(f)], "raise")
+
+
+def test_ppo_resumes_with_its_rollout_position_and_kl_coefficient(tiny):
+    from jaxllm.train.loop import train
+    sys.path.insert(0, str(ROOT / "tests"))
+    args = ["objective.name=ppo", "train.seq_len=40", "objective.ppo.reward_fn=test_ppo:vowel_reward",
+            "objective.ppo.rollout_prompts=8", "objective.ppo.max_new_tokens=8", "objective.ppo.eval_prompts=0",
+            "objective.ppo.kl_target=0.5", "objective.ppo.kl_horizon=20", "train.steps=6", "checkpoint.every=2",
+            "checkpoint.async_save=false"]
+    first = train(tiny(*args, "train.stop_at_step=4"))  # pre-empted after 4 steps = 2 rollouts (2 epochs of 1 batch)
+    import json
+    data = sorted((first.run_dir / "checkpoints").iterdir())[-1] / "data"
+    saved = json.loads(next(p for p in data.rglob("*") if p.is_file() and p.suffix in ("", ".json")).read_text())
+    assert saved["rollouts"] == 2 and saved["beta"] != 0.05  # the adaptive controller moved beta
+    second = train(tiny(*args))
+    assert int(second.state.step) == 6 and [h["step"] for h in second.history] == [5, 6]
+    assert second.history[0]["beta"] == pytest.approx(saved["beta"])  # the restored coefficient was used
