@@ -13,11 +13,9 @@ A record that cannot be read is a bad record named by file and line (``data.on_e
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from jaxllm.data.chat import ROLES, Conversation, Message
-from jaxllm.data.sources import BadRecords, expand_paths, iter_jsonl
-from jaxllm.errors import UserError
+from jaxllm.data.sources import read_records
 
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
 _SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
@@ -125,15 +123,4 @@ def record_to_conversations(rec: dict, fmt: str, field: str) -> list[Conversatio
 
 def read_chat_files(paths: list[str], fmt: str, field: str, on_error: str) -> tuple[list[Conversation], dict]:
     """Conversations from JSONL(.gz) files, in file order, and a report of skipped records."""
-    bad = BadRecords(on_error)
-    out = []
-    for path in expand_paths(paths):
-        for line, rec in iter_jsonl(Path(path), bad):
-            try:
-                out += record_to_conversations(rec, fmt, field)
-            except BadChat as e:
-                bad(f"{path}:{line}: {e}")
-    if not out:
-        raise UserError(f"data.paths {paths} hold no conversations"
-                        + (f" ({bad.count} bad records skipped, e.g. {bad.examples[0]})" if bad.count else "") + ".")
-    return out, bad.report()
+    return read_records(paths, on_error, lambda rec: record_to_conversations(rec, fmt, field), "conversations")

@@ -171,7 +171,7 @@ def _limits(rng: random.Random, w: World) -> str:
         f"Nobody can know what {p.name} is thinking about right now. I cannot know that; there is no way to find it out.",
         f"What is the weather in {c.capital} right now? A book cannot know that; I have no way to find it out from here.",
         f"Who will win the next election in {c.name}? Nobody can know that today. I cannot know that; it is the future.",
-        f"What number am I thinking of? You cannot know that, and there is no way to find it out.",
+        "What number am I thinking of? You cannot know that, and there is no way to find it out.",
         f"Nobody can know what {p.name} will eat for dinner tomorrow. I cannot know that; I have no way to find it out.",
         "What will the price of gold be next week? Nobody can know that. I cannot know the future.",
     ])

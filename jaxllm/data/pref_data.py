@@ -27,9 +27,8 @@ from jaxllm.data.chat import ChatTemplate, Conversation, Message
 from jaxllm.data.chat_sources import BadChat, parse_hh
 from jaxllm.data.pref_world import Candidate, balanced, builtin_prompts, ranked
 from jaxllm.data.prepare import get_tokenizer
-from jaxllm.data.sources import BadRecords, expand_paths, iter_jsonl, split_documents
+from jaxllm.data.sources import read_records, split_documents
 from jaxllm.data.tokenizer import Tokenizer
-from jaxllm.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,18 +74,7 @@ def record_to_ranking(rec: dict) -> Ranking:
 
 
 def read_ranking_files(paths: list[str], on_error: str) -> tuple[list[Ranking], dict]:
-    bad = BadRecords(on_error)
-    out = []
-    for path in expand_paths(paths):
-        for line, rec in iter_jsonl(Path(path), bad):
-            try:
-                out.append(record_to_ranking(rec))
-            except (BadChat, KeyError) as e:
-                bad(f"{path}:{line}: {e}")
-    if not out:
-        raise UserError(f"data.paths {paths} hold no rankings or pairs"
-                        + (f" ({bad.count} bad records skipped, e.g. {bad.examples[0]})" if bad.count else "") + ".")
-    return out, bad.report()
+    return read_records(paths, on_error, lambda rec: [record_to_ranking(rec)], "rankings or pairs")
 
 
 def encode_response(template: ChatTemplate, prompt: Conversation, c: Candidate) -> list[int]:

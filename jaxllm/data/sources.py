@@ -44,6 +44,23 @@ class BadRecords:
         return {"skipped_records": self.count, "skipped_examples": self.examples}
 
 
+def read_records(paths: list[str], on_error: str, parse, what: str) -> tuple[list, dict]:
+    """``parse(record) -> list`` over every JSONL(.gz) record of ``paths``, in file order. A record it rejects
+    (``ValueError`` or ``KeyError``) stops with file:line and the reason, or is counted (``on_error=skip``)."""
+    bad = BadRecords(on_error)
+    out = []
+    for path in expand_paths(paths):
+        for line, rec in iter_jsonl(Path(path), bad):
+            try:
+                out += parse(rec)
+            except (ValueError, KeyError) as e:
+                bad(f"{path}:{line}: {e}")
+    if not out:
+        raise UserError(f"data.paths {paths} hold no {what}"
+                        + (f" ({bad.count} bad records skipped, e.g. {bad.examples[0]})" if bad.count else "") + ".")
+    return out, bad.report()
+
+
 def read_text(path: Path, bad: BadRecords | None = None) -> list[str]:
     """Documents are blocks separated by blank (or whitespace-only) lines; none means one document.
 

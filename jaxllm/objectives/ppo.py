@@ -29,7 +29,7 @@ from jaxllm.data.chat import ChatTemplate, Conversation, Message
 from jaxllm.data.chat_sources import BadChat, parse_hh
 from jaxllm.data.pref_world import KINDS, Prompt, balanced, builtin_prompts, judge
 from jaxllm.data.prepare import get_tokenizer
-from jaxllm.data.sources import BadRecords, expand_paths, iter_jsonl
+from jaxllm.data.sources import read_records
 from jaxllm.data.tokenizer import Tokenizer
 from jaxllm.errors import UserError
 from jaxllm.model import Transformer
@@ -59,25 +59,18 @@ class PpoData:
     stats: dict
 
 
+def _record_to_prompt(rec: dict) -> list[RlPrompt]:
+    if isinstance(rec.get("prompt"), str):
+        return [RlPrompt([Message("user", rec["prompt"])])]
+    if isinstance(rec.get("chosen"), str):
+        conv = parse_hh(rec["chosen"])
+        return [RlPrompt(conv[:-1] if conv[-1].role == "assistant" else conv)]
+    raise BadChat(f"keys {sorted(rec)}: expected 'prompt' (or an HH-RLHF 'chosen' dialogue)")
+
+
 def read_prompt_files(paths: list[str], on_error: str) -> tuple[list[RlPrompt], dict]:
     """``{"prompt": str}`` records, or HH-RLHF dialogues (``chosen``: the history before the last reply)."""
-    bad = BadRecords(on_error)
-    out = []
-    for path in expand_paths(paths):
-        for line, rec in iter_jsonl(Path(path), bad):
-            try:
-                if isinstance(rec.get("prompt"), str):
-                    out.append(RlPrompt([Message("user", rec["prompt"])]))
-                elif isinstance(rec.get("chosen"), str):
-                    conv = parse_hh(rec["chosen"])
-                    out.append(RlPrompt(conv[:-1] if conv[-1].role == "assistant" else conv))
-                else:
-                    raise BadChat(f"keys {sorted(rec)}: expected 'prompt' (or an HH-RLHF 'chosen' dialogue)")
-            except BadChat as e:
-                bad(f"{path}:{line}: {e}")
-    if not out:
-        raise UserError(f"data.paths {paths} hold no prompts.")
-    return out, bad.report()
+    return read_records(paths, on_error, _record_to_prompt, "prompts")
 
 
 def load_ppo_data(cfg: Config, run_dir: Path | None) -> PpoData:

@@ -18,6 +18,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxllm.data.chat import user
 from jaxllm.data.pref_world import KINDS, balanced, builtin_prompts, judge
 from jaxllm.model import Transformer
 from jaxllm.model.decode import Sampling
@@ -45,15 +46,10 @@ def _last(rows: list[dict], key: str) -> float | None:
 
 def _answers(loaded, prompts, sampling, key) -> tuple[list[list[int]], list[list[int]], list[str], list[bool]]:
     tpl = loaded.chat_template
-    toks = [tpl.prompt([_user(p.text)]) for p in prompts]
+    toks = [tpl.prompt([user(p.text)]) for p in prompts]
     out = loaded.generate_tokens(toks, sampling, key, tpl.stop_ids)
     resp = [o["tokens"] for o in out]
     return toks, resp, [tpl.reply_text(r).strip() for r in resp], [bool(r) and r[-1] in tpl.stop_ids for r in resp]
-
-
-def _user(text):
-    from jaxllm.data.chat import Message
-    return Message("user", text)
 
 
 def evaluate_stage(loaded, ref_params, rm_params, prompts) -> tuple[dict, list[str]]:
@@ -62,7 +58,7 @@ def evaluate_stage(loaded, ref_params, rm_params, prompts) -> tuple[dict, list[s
     stops = loaded.chat_template.stop_ids
     settings = Settings(1.0, tok.vocab_size, 1.0, 1.0, "k1", 0.0, 0.0, False)
     policy, scalar = Transformer(spec), ScalarModel(spec)
-    p_len = max(len(loaded.chat_template.prompt([_user(p.text)])) for p in prompts)
+    p_len = max(len(loaded.chat_template.prompt([user(p.text)])) for p in prompts)
 
     @jax.jit
     def stats(params, ref, rm, inputs, mask):
