@@ -2,6 +2,8 @@
 
     jaxllm pipeline [CONFIG] [STAGE.key=value ...]  pre-train -> SFT -> reward model -> PPO, then a report
     jaxllm train CONFIG [key=value ...]      train (resumes if the run dir has checkpoints)
+    jaxllm launch --local N COMMAND ...      run a command as N local processes (multi-host on one machine)
+    jaxllm mesh CONFIG [key=value ...]       print the mesh and which process drives each device
     jaxllm config show CONFIG [key=value ...] print the resolved config
     jaxllm config docs                       print the configuration reference (docs/CONFIG.md)
     jaxllm data clean CONFIG [key=value ...] [--out FILE]  run data.clean and print what each step removed
@@ -39,8 +41,10 @@ def cmd_train(args) -> int:
 
     path, overrides = _split_args(args.items)
     cfg = load_config(path, overrides)
+    from jaxllm.parallel.distributed import initialize
     from jaxllm.train.loop import train
 
+    initialize(cfg.distributed)
     train(cfg)
     return 0
 
@@ -51,6 +55,35 @@ def cmd_pipeline(args) -> int:
     from jaxllm.pipeline.run import run_pipeline
 
     run_pipeline(path, overrides)
+    return 0
+
+
+def cmd_launch(args) -> int:
+    from jaxllm.parallel.local_launch import run_local
+
+    if not args.command_line:
+        raise UserError("launch: give the jaxllm command to run, e.g. `jaxllm launch --local 2 train pretrain/demo`.")
+    if args.command_line[0] == "launch":
+        raise UserError("launch: the command to run cannot itself be `launch`.")
+    per = args.devices_per_process or max(1, 8 // args.local)
+    return run_local(args.local, args.command_line, per, args.grace)
+
+
+def cmd_mesh(args) -> int:
+    from jaxllm.config import load_config
+    from jaxllm.parallel.distributed import initialize
+
+    path, overrides = _split_args(args.items)
+    cfg = load_config(path, overrides)
+    initialize(cfg.distributed)
+    import jax
+
+    from jaxllm.parallel.mesh import describe, make_mesh, process_grid
+
+    mesh = make_mesh(cfg.mesh)
+    if jax.process_index() == 0:
+        print(describe(mesh))
+        print(process_grid(mesh))
     return 0
 
 
@@ -314,6 +347,24 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("items", nargs="*", metavar="CONFIG [key=value ...]")
     tr.set_defaults(fn=cmd_train)
 
+    la = sub.add_parser("launch", help="run a jaxllm command as N local processes (a multi-host job on one machine)",
+                        description="Each process gets JAX_COORDINATOR_ADDRESS (127.0.0.1, a free port), "
+                                    "JAX_NUM_PROCESSES, JAX_PROCESS_ID and its own fake CPU devices. "
+                                    "SLURM, TPU pods and Kubernetes: see launch/ and docs/LAUNCH.md.")
+    la.add_argument("--local", type=int, required=True, metavar="N", help="number of processes on this machine")
+    la.add_argument("--devices-per-process", type=int, default=0, metavar="D",
+                    help="fake CPU devices per process (default 8 // N, at least 1)")
+    la.add_argument("--grace", type=float, default=150.0, metavar="S",
+                    help="after a process fails, kill any still running this many seconds later (default 150; "
+                         "they normally stop by themselves within distributed.heartbeat_timeout_s)")
+    la.add_argument("command_line", nargs=argparse.REMAINDER, metavar="COMMAND ...",
+                    help="the jaxllm command, e.g. train pretrain/demo train.steps=100")
+    la.set_defaults(fn=cmd_launch)
+
+    ms = sub.add_parser("mesh", help="print the device mesh a config gets here (after joining a multi-process job)")
+    ms.add_argument("items", nargs="*", metavar="CONFIG [key=value ...]")
+    ms.set_defaults(fn=cmd_mesh)
+
     cf = sub.add_parser("config", help="inspect configs")
     cf_sub = cf.add_subparsers(dest="config_command", required=True)
     show = cf_sub.add_parser("show", help="print the resolved config")
@@ -392,16 +443,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _stop(message: str, code: int, error: BaseException | None = None) -> int:
+    """Print ``message``; in a multi-process job also tell the other processes and exit at once."""
+    from jaxllm.parallel import distributed
+
+    if distributed.is_multiprocess():
+        import jax
+
+        print(f"[process {jax.process_index()}] {message}", file=sys.stderr, flush=True)
+        distributed.fail(message, code, peer_suspected=error is not None and distributed.looks_like_peer_loss(error))
+    print(message, file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _stop(f"error: {e}", 2)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return _stop("interrupted", 130)
+    except Exception as e:
+        from jaxllm.parallel import distributed
+
+        if not distributed.is_multiprocess():
+            raise
+        import traceback
+
+        traceback.print_exc()
+        return _stop(f"{type(e).__name__}: {e}", 1, e)
 
 
 if __name__ == "__main__":

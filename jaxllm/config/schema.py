@@ -227,8 +227,28 @@ class MeshConfig:
     data: int = _f(-1, doc="Data-parallel size; -1 = all devices left over.")
     fsdp: int = _f(1, doc="Fully-sharded data-parallel size (shards weights and optimizer state); -1 = fill.")
     tensor: int = _f(1, doc="Tensor-parallel size (heads, MLP, vocab); -1 = fill.")
+    dcn_data: int = _f(1, min=1, doc="How many of mesh.data's ways run across slices (TPU) or processes (GPU/CPU) over the "
+                                     "data-centre network; mesh.data / dcn_data ways stay inside one (ICI/NVLink).")
+    dcn_fsdp: int = _f(1, min=1, doc="As dcn_data, for mesh.fsdp.")
+    dcn_tensor: int = _f(1, min=1, doc="As dcn_data, for mesh.tensor (rarely wise: tensor parallelism wants the fast links).")
     rules: list = _f(factory=lambda: [list(r) for r in DEFAULT_RULES],
                      doc="Logical-axis rules: [[logical_name, mesh_axis | [mesh_axes] | null], ...].")
+
+
+@dataclass
+class DistributedConfig:
+    initialize: str = _f("auto", choices=("auto", "always", "never"),
+                         doc="jax.distributed start-up: auto = when num_processes > 1 (here or in the environment) or a "
+                             "multi-process SLURM / Open MPI / GKE TPU job is detected; always = also elsewhere "
+                             "(Cloud TPU VM pods, found by JAX from the metadata server); never = single process.")
+    coordinator_address: Optional[str] = _f(None, doc="host:port of process 0's coordinator; null = $JAX_COORDINATOR_ADDRESS "
+                                                      "or the cluster's (SLURM, TPU, ...).")
+    num_processes: Optional[int] = _f(None, min=1, doc="Processes in the job; null = $JAX_NUM_PROCESSES or the cluster's.")
+    process_id: Optional[int] = _f(None, min=0, doc="This process's index 0..num_processes-1; null = $JAX_PROCESS_ID or the cluster's.")
+    initialization_timeout_s: int = _f(300, min=1, doc="Seconds to wait for every process to reach the coordinator.")
+    heartbeat_timeout_s: int = _f(100, min=2, doc="Seconds without a heartbeat after which a process counts as dead "
+                                                  "and every other process exits (no silent hang).")
+    shutdown_timeout_s: int = _f(300, min=1, doc="Seconds a finishing process waits at the exit barrier for the others.")
 
 
 @dataclass
@@ -273,6 +293,7 @@ class Config:
     objective: ObjectiveConfig = _f(factory=ObjectiveConfig)
     optimizer: OptimizerConfig = _f(factory=OptimizerConfig)
     mesh: MeshConfig = _f(factory=MeshConfig)
+    distributed: DistributedConfig = _f(factory=DistributedConfig)
     train: TrainConfig = _f(factory=TrainConfig)
     checkpoint: CheckpointConfig = _f(factory=CheckpointConfig)
     log: LogConfig = _f(factory=LogConfig)

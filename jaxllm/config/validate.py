@@ -24,6 +24,17 @@ def _check_rules(rules: list) -> None:
                 raise ConfigError(f"{where}: unknown mesh axis {t!r}. Mesh axes: {', '.join(MESH_AXES)} (or null).")
 
 
+def _check_distributed(d) -> None:
+    if d.coordinator_address is not None:
+        host, _, port = d.coordinator_address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"distributed.coordinator_address = {d.coordinator_address!r}: expected host:port "
+                              "(e.g. 10.0.0.1:1234, process 0's address and a free port).")
+    if d.num_processes is not None and d.process_id is not None and d.process_id >= d.num_processes:
+        raise ConfigError(f"distributed.process_id = {d.process_id} is out of range for distributed.num_processes = "
+                          f"{d.num_processes}; ids run 0..{d.num_processes - 1}.")
+
+
 def validate(cfg: Config) -> None:
     m, t = cfg.model, cfg.train
     head_dim = m.head_dim or (m.d_model // m.n_heads)
@@ -50,7 +61,13 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"mesh.{axis} = {size}: must be a positive size or -1 (fill with the devices left).")
     if sum(getattr(cfg.mesh, a) == -1 for a in MESH_AXES) > 1:
         raise ConfigError("mesh: at most one of mesh.data, mesh.fsdp, mesh.tensor may be -1.")
+    for axis in MESH_AXES:
+        size, dcn = getattr(cfg.mesh, axis), getattr(cfg.mesh, f"dcn_{axis}")
+        if size != -1 and size % dcn:
+            raise ConfigError(f"mesh.dcn_{axis} = {dcn} does not divide mesh.{axis} = {size}: the across-slice ways "
+                              f"are part of the axis; make mesh.{axis} a multiple of {dcn}.")
     _check_rules(cfg.mesh.rules)
+    _check_distributed(cfg.distributed)
     if cfg.data.clean.language_id and not cfg.data.clean.language_model:
         raise ConfigError("data.clean.language_id = true needs data.clean.language_model, a local fastText model "
                           "(e.g. lid.176.bin); jaxllm never downloads it.")

@@ -28,6 +28,7 @@ from jaxllm.data.chat import Message
 from jaxllm.data.sources import BadRecords, expand_paths, iter_jsonl, read_text
 from jaxllm.errors import UserError
 from jaxllm.infer.load import Loaded
+from jaxllm.parallel.sharding import to_host
 from jaxllm.model.decode import Sampling
 
 
@@ -135,7 +136,7 @@ def perplexity(loaded: Loaded, paths: list[str], seq_len: int | None = None, bat
             rows = np.arange(start, start + b) % n
             batch = pack_rows(stream, rows, seq_len)
             batch["loss_mask"][start + np.arange(b) >= n] = 0.0  # wrapped-around padding rows
-            s, c, _ = jax.device_get(loss_fn(loaded.params, global_batch(batch, loaded.mesh, rules)))
+            s, c, _ = to_host(loss_fn(loaded.params, global_batch(batch, loaded.mesh, rules)))
             total, count = total + float(s), count + float(c)
     nll = total / max(count, 1.0)
     return {"documents": len(docs), "tokens": int(count), "nll": nll, "perplexity": math.exp(min(nll, 50.0))}

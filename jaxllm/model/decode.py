@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxllm.model.transformer import Transformer
+from jaxllm.parallel.sharding import to_host
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +182,6 @@ def generate(model: Transformer, params, prompts: list[list[int]], key: jax.Arra
                          f"position table (max_seq_len {model.spec.max_seq_len}); shorten the prompt or max_new_tokens")
     tokens, lens = left_pad(list(prompts) + [prompts[0]] * (padded_n - n), pad_id,
                             -(-longest // length_multiple) * length_multiple)
-    out = decoder(model, sampling, tuple(stop_ids), pad_id, vocab_size)(params, jnp.asarray(tokens), jnp.asarray(lens), key)
-    toks, logps, lengths = (np.asarray(x) for x in jax.device_get((out.tokens, out.logprobs, out.lengths)))
+    out = decoder(model, sampling, tuple(stop_ids), pad_id, vocab_size)(params, tokens, lens, key)
+    toks, logps, lengths = to_host((out.tokens, out.logprobs, out.lengths))
     return [{"tokens": toks[i, :lengths[i]].tolist(), "logprobs": logps[i, :lengths[i]]} for i in range(n)]

@@ -39,7 +39,7 @@ from jaxllm.objectives import rl_math
 from jaxllm.objectives.base import Objective
 from jaxllm.objectives.reward import read_stats
 from jaxllm.objectives.rollout import Settings, advantages_jit, make_scorer, ppo_loss, rollout_arrays
-from jaxllm.parallel.sharding import batch_divisor
+from jaxllm.parallel.sharding import batch_divisor, to_host
 from jaxllm.train.checkpoint import load_params
 from jaxllm.train.state import abstract_params
 
@@ -180,12 +180,12 @@ class Rollouts:
                        vocab_size=tok.vocab_size)
         responses = [g["tokens"] for g in gen]
         arr = rollout_arrays(prompts, responses, self.p, self.t, self.stop_ids, tok.pad_id)
-        scored = jax.device_get(self.scorer(self.params, self.ref, self.rm, arr["inputs"], arr["mask"]))
+        scored = to_host(self.scorer(self.params, self.ref, self.rm, arr["inputs"], arr["mask"]))
         texts = [self.data.template.reply_text(r) for r in responses]
         raw = scored["raw_score"]
         if self.reward_fn is not None:
             raw = np.asarray(self.reward_fn([tok.decode(p) for p in prompts], texts), np.float32)
-        out = jax.device_get(advantages_jit(raw, arr["has_eos"], scored["old_logp"], scored["ref_logp"],
+        out = to_host(advantages_jit(raw, arr["has_eos"], scored["old_logp"], scored["ref_logp"],
                                             scored["old_values"], arr["resp_mask"], self.beta, *self.norm,
                                             s=self.settings))
         m = arr["resp_mask"]
@@ -259,7 +259,7 @@ def evaluate_policy(source: Rollouts, params, prompts: list[RlPrompt], key_seed:
         pad = (-n) % div
         inputs = np.concatenate([arr["inputs"], arr["inputs"][:1].repeat(pad, 0)])
         mask = np.concatenate([arr["mask"], arr["mask"][:1].repeat(pad, 0)])
-        scored = jax.device_get(source.scorer(params, source.ref, source.rm, inputs, mask))
+        scored = to_host(source.scorer(params, source.ref, source.rm, inputs, mask))
         m = arr["resp_mask"]
         if name == "sampled":
             out["eval_kl"] = float(((scored["old_logp"][:n] - scored["ref_logp"][:n]) * m).sum(1).mean())

@@ -30,6 +30,7 @@ from jaxllm.model import Transformer
 from jaxllm.model.scalar import ScalarModel, trunk_params
 from jaxllm.objectives.base import Objective
 from jaxllm.objectives.rl_math import last_index, ranking_loss
+from jaxllm.parallel.sharding import to_host
 from jaxllm.train.checkpoint import load_params
 from jaxllm.train.state import abstract_params
 
@@ -85,7 +86,7 @@ def score_stats(model: ScalarModel, params, arrays: dict, batch: int, mesh, rule
     scores = []
     for i in range(0, len(tokens) - step + 1, step):
         g = global_batch({"t": tokens[i:i + step], "m": mask[i:i + step]}, mesh, rules)
-        scores.append(np.asarray(jax.device_get(fn(params, g["t"], g["m"]))))
+        scores.append(to_host(fn(params, g["t"], g["m"])))
     s = np.concatenate(scores) if scores else np.zeros(1)
     return {"mean": float(s.mean()), "std": float(max(s.std(), 1e-6)), "responses": int(len(s))}
 

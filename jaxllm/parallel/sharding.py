@@ -41,3 +41,19 @@ def global_batch(local: dict[str, np.ndarray], mesh: Mesh, rules: list) -> dict[
         sharding = batch_sharding(mesh, rules, v.ndim)
         out[k] = jax.make_array_from_process_local_data(sharding, v)
     return out
+
+
+def to_host(tree):
+    """NumPy copies of a tree of arrays, also of arrays sharded over other processes' devices.
+
+    ``jax.device_get`` refuses an array that spans devices this process cannot address
+    (a batch sharded across hosts); such arrays are gathered from every process.
+    """
+    def one(x):
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return np.asarray(jax.device_get(x))
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return jax.tree.map(one, tree)

@@ -25,7 +25,7 @@ from jaxllm.model.decode import Sampling
 from jaxllm.model.scalar import ScalarModel
 from jaxllm.objectives.reward import sequence_scores
 from jaxllm.objectives.rollout import Settings, policy_logprobs, rollout_arrays
-from jaxllm.parallel.sharding import batch_divisor
+from jaxllm.parallel.sharding import batch_divisor, to_host
 from jaxllm.pipeline.plot import svg_curves
 from jaxllm.train.checkpoint import load_params
 from jaxllm.train.state import abstract_params
@@ -75,7 +75,7 @@ def evaluate_stage(loaded, ref_params, rm_params, prompts) -> tuple[dict, list[s
             n, pad = len(toks), -len(toks) % batch_divisor(loaded.mesh, loaded.cfg.mesh.rules)
             inputs, mask = (np.concatenate([arr[k], arr[k][:1].repeat(pad, 0)]) for k in ("inputs", "mask"))
             logp, ref_logp, score = (np.asarray(x)[:n] for x in
-                                     jax.device_get(stats(loaded.params, ref_params, rm_params, inputs, mask)))
+                                     to_host(stats(loaded.params, ref_params, rm_params, inputs, mask)))
             m = arr["resp_mask"]
             if name == "sampled":
                 res["kl_to_sft"] = float(((logp - ref_logp) * m).sum(1).mean())

@@ -70,13 +70,16 @@ def load_pipeline(path: str, overrides: list[str]) -> PipelineConfig:
             raise ConfigError(f"override {o!r}: expected key=value (e.g. sft.train.steps=50).")
         if head in STAGES and rest:
             cfg.overrides[head].append(f"{rest}={value}")
+        elif head == "distributed" and rest:  # how this process joins the job: the same for every stage
+            for s in STAGES:
+                cfg.overrides[s].append(o)
         elif key == "dir":
             cfg.dir = Path(value)
         elif key in ("report.eval_prompts", "report.examples"):
             setattr(cfg, rest, int(value))
         else:
             raise ConfigError(f"override {o!r}: use STAGE.key=value with STAGE one of {', '.join(STAGES)}, "
-                              "or dir=..., report.eval_prompts=..., report.examples=...")
+                              "or dir=..., report.eval_prompts=..., report.examples=..., distributed.KEY=...")
     return cfg
 
 
@@ -101,26 +104,31 @@ def finished(cfg) -> bool:
 
 def run_pipeline(path: str, overrides: list[str]) -> Path:
     """Train every stage (skipping finished ones), then write ``<dir>/report.md``; returns its path."""
+    import jax
+
+    from jaxllm.parallel.distributed import initialize
     from jaxllm.pipeline.report import write_report
     from jaxllm.train.loop import train
 
     p = load_pipeline(path, overrides)
     cfgs = {s: stage_config(p, s) for s in STAGES}  # every config error before any training
+    initialize(cfgs["pretrain"].distributed)
+    say = print if jax.process_index() == 0 else (lambda *a, **k: None)
     times = {}
     for s in STAGES:
         cfg = cfgs[s]
         if finished(cfg):
-            print(f"== {s}: {cfg.run.dir} already reached step {cfg.train.steps}; skipped", flush=True)
+            say(f"== {s}: {cfg.run.dir} already reached step {cfg.train.steps}; skipped", flush=True)
             continue
-        print(f"== {s}: training {cfg.run.dir} ({cfg.objective.name}, {cfg.train.steps} steps)", flush=True)
+        say(f"== {s}: training {cfg.run.dir} ({cfg.objective.name}, {cfg.train.steps} steps)", flush=True)
         t0 = time.perf_counter()
         train(cfg)
         times[s] = time.perf_counter() - t0
     if not all(finished(cfgs[s]) for s in STAGES):
         raise UserError("a stage stopped before its last step (SIGTERM or train.stop_at_step); run the pipeline "
                         "again to resume it.")
-    print("== report: held-out prompts, every stage", flush=True)
+    say("== report: held-out prompts, every stage", flush=True)
     t0 = time.perf_counter()
     out = write_report(p, cfgs, times)
-    print(f"report written to {out} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    say(f"report written to {out} ({time.perf_counter() - t0:.0f}s)", flush=True)
     return out

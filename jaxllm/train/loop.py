@@ -30,8 +30,9 @@ from jaxllm.model import Transformer, param_count, resolve_spec
 from jaxllm.model.flops import train_flops_per_token
 from jaxllm.model.decode import Sampling, generate
 from jaxllm.objectives import objective_entry
+from jaxllm.parallel.distributed import check_same_everywhere
 from jaxllm.parallel.mesh import describe, make_mesh
-from jaxllm.parallel.sharding import batch_divisor, global_batch
+from jaxllm.parallel.sharding import batch_divisor, global_batch, to_host
 from jaxllm.train.checkpoint import Checkpointer, load_params
 from jaxllm.train.metrics import MetricsLogger, Progress, peak_flops_per_device
 from jaxllm.train.optimizer import make_optimizer
@@ -96,7 +97,7 @@ def _memory_line(compiled) -> str:
 def _evaluate(eval_fn, params, batches, mesh, rules) -> dict:
     sums = None
     for b in batches:
-        out = jax.device_get(eval_fn(params, global_batch(b, mesh, rules)))
+        out = to_host(eval_fn(params, global_batch(b, mesh, rules)))
         sums = out if sums is None else jax.tree.map(np.add, sums, out)
     loss_sum, denom, metrics = sums
     loss = float(loss_sum / max(denom, 1e-9))
@@ -154,6 +155,7 @@ def _prepare(cfg: Config, devices) -> _Run:
     entry = objective_entry(cfg.objective.name)
     data = entry.load(cfg, run_dir)
     tokenizer = data.tokenizer
+    check_same_everywhere("the tokenizer", tokenizer.model_proto)
     spec = resolve_spec(cfg.model, tokenizer.vocab_size)
     model = entry.model(spec)
     objective = entry.build(cfg, model, data, jax.process_index(), jax.process_count())
@@ -249,7 +251,7 @@ def _loop(r: _Run, state, compiled, eval_fn, ckpt, first_batch, step_seconds_at_
             step += 1
             steps_since += 1
             if step % t.log_every == 0 or step == stop:
-                m = {k: float(v) for k, v in jax.device_get(metrics).items() if k != "denominator"}
+                m = {k: float(v) for k, v in to_host(metrics).items() if k != "denominator"}
                 dt = time.perf_counter() - t_last
                 tok_s = r.objective.tokens_per_step * steps_since / dt
                 m.update(step_time=dt / steps_since, tokens_per_s=tok_s, tokens_per_s_per_device=tok_s / n_dev,
