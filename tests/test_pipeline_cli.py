@@ -34,14 +34,23 @@ def _write_pipeline(tmp_path):
     return str(tmp_path / "pipe.yaml"), [f"{s}.{o}" for s in STAGE_SETTINGS for o in common]
 
 
-def test_pipeline_wires_stages_and_writes_a_report(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """The tiny pipeline, run once in this process (8 devices): its dir, pipeline file, overrides and report."""
+    from jaxllm.pipeline.run import run_pipeline
+
+    tmp_path = tmp_path_factory.mktemp("pipe")
+    path, overrides = _write_pipeline(tmp_path)
+    return tmp_path, path, overrides, run_pipeline(path, overrides)
+
+
+def test_pipeline_wires_stages_and_writes_a_report(finished, capsys):
     from jaxllm.pipeline.run import load_pipeline, run_pipeline, stage_config
     from jaxllm.train.checkpoint import load_params
     from jaxllm.train.loop import _initial_state, _prepare
     from jaxllm.train.step import mesh_context
 
-    path, overrides = _write_pipeline(tmp_path)
-    report = run_pipeline(path, overrides)
+    tmp_path, path, overrides, report = finished
     text = report.read_text()
     for row in ("| pretrain |", "| sft |", "| ppo |", "| reward model | held-out pairwise accuracy"):
         assert row in text
@@ -107,3 +116,40 @@ def test_a_stage_config_mistake_stops_before_training(tmp_path):
     with pytest.raises(ConfigError, match="objective.ppo.rollout_prompts = 12 is not a multiple"):
         run_pipeline(path, overrides + ["ppo.objective.ppo.rollout_prompts=12"])
     assert not (tmp_path / "runs").exists()
+
+
+def _report_rows(text: str) -> dict[str, list[float]]:
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] in ("pretrain", "sft", "ppo"):
+            rows[cells[0]] = [float(c) for c in cells[1:]]
+    return rows
+
+
+@pytest.mark.slow
+def test_ppo_and_the_report_on_two_processes_match_one_process(finished, tmp_path):
+    """The finished pipeline's first three stages, copied; PPO and the report rerun as 2 processes x 4 devices
+    (rollouts generated on every process, each training on its slice) give the one-process figures."""
+    import shutil
+    import subprocess
+    import sys
+
+    src, path, overrides, report = finished
+    runs = tmp_path / "runs"
+    shutil.copytree(src / "runs", runs, ignore=shutil.ignore_patterns("ppo", "report.md", "*.svg"))
+    out = subprocess.run([sys.executable, "-m", "jaxllm", "launch", "--local", "2", "pipeline", path, *overrides,
+                          f"dir={runs}"], env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-4000:]
+    assert out.stdout.count("already reached step") == 3 and "2 process(es)" in out.stdout
+    one = [json.loads(x) for x in (src / "runs/ppo/metrics.jsonl").read_text().splitlines()]
+    two = [json.loads(x) for x in (runs / "ppo/metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in one] == [r["step"] for r in two]
+    for a, b in zip(one, two):
+        for k in ("loss", "score", "rm_score", "kl", "value_loss", "eval_rm_score", "eval_judge"):
+            if k in a:
+                np.testing.assert_allclose(b[k], a[k], rtol=1e-3, atol=1e-4, err_msg=f"step {a['step']} {k}")
+    want, got = _report_rows(report.read_text()), _report_rows((runs / "report.md").read_text())
+    for stage in want:
+        np.testing.assert_allclose(got[stage], want[stage], atol=0.011, err_msg=stage)

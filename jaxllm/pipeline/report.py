@@ -123,6 +123,9 @@ def write_report(p, cfgs: dict, times: dict) -> Path:
         rows[stage], answers[stage] = evaluate_stage(loaded, sft.params, rm, prompts)
     rm_acc = _last(_metrics_rows(cfgs["reward"].run.dir), "eval_accuracy")
     ppo_rows = _metrics_rows(cfgs["ppo"].run.dir)
+    out = p.dir / "report.md"
+    if jax.process_index() != 0:  # every process took part in the evaluation; one writes
+        return out
     svg = svg_curves(ppo_rows, [("rm_score", "eval_rm_score", "reward model score"), ("judge", "eval_judge", "judge score")])
     (p.dir / "ppo_curves.svg").write_text(svg)
 
@@ -141,7 +144,6 @@ def write_report(p, cfgs: dict, times: dict) -> Path:
             for stage in answers:
                 text.append(f"- {stage}: {answers[stage][i]!r}")
             text.append("")
-    out = p.dir / "report.md"
     out.write_text("\n".join(text) + "\n")
     print(_table(rows, rm_acc), flush=True)
     return out
