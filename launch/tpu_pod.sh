@@ -38,8 +38,8 @@ on_all() { gcloud compute tpus tpu-vm ssh "$NAME" --zone "$ZONE" --worker=all --
 case "$ACTION" in
   create)
     TYPE=${1:?usage: launch/tpu_pod.sh create NAME ZONE ACCELERATOR_TYPE}
-    gcloud compute tpus tpu-vm create "$NAME" --zone "$ZONE" --accelerator-type "$TYPE" \
-      --version "$(runtime_version "$TYPE")"
+    VERSION=$(runtime_version "$TYPE")
+    gcloud compute tpus tpu-vm create "$NAME" --zone "$ZONE" --accelerator-type "$TYPE" --version "$VERSION"
     ;;
   setup)
     # the committed tree (git archive), unpacked into ~/jaxllm on every worker; Python 3.11 (the images ship 3.10)

@@ -196,6 +196,29 @@ def test_killing_one_process_stops_the_other_within_the_heartbeat_timeout(tmp_pa
                 p.kill()
 
 
+def test_sigterm_to_one_process_saves_the_same_step_everywhere_and_stops(tmp_path):
+    """Pre-emption of one host: the processes agree (at the next log step), all save that step and exit 0."""
+    from jaxllm.parallel.local_launch import free_port
+    from jaxllm.train.checkpoint import latest_step
+
+    port = free_port()
+    procs = [_start(i, 2, port, tmp_path / "run", "checkpoint.enabled=true", "checkpoint.every=1000") for i in range(2)]
+    readers = [_Reader(p) for p in procs]
+    try:
+        readers[0].wait_for(r"^step +\d+ +loss", 240)
+        procs[1].send_signal(signal.SIGTERM)
+        for p in procs:
+            _wait_exit(p, 60)
+        assert [p.returncode for p in procs] == [0, 0], readers[0].text[-2000:] + readers[1].text[-2000:]
+        saved = re.search(r"SIGTERM: saved step (\d+), stopping", readers[0].text)
+        assert saved, readers[0].text[-2000:]
+        assert latest_step(tmp_path / "run" / "checkpoints") == int(saved.group(1))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+
 def test_an_error_in_one_process_stops_the_others_quoting_it(tmp_path):
     """A user error on process 1 only (its init_from is missing): process 0 stops within seconds and says why."""
     from jaxllm.parallel.local_launch import free_port

@@ -30,7 +30,7 @@ from jaxllm.model import Transformer, param_count, resolve_spec
 from jaxllm.model.flops import train_flops_per_token
 from jaxllm.model.decode import Sampling, generate
 from jaxllm.objectives import objective_entry
-from jaxllm.parallel.distributed import check_same_everywhere
+from jaxllm.parallel.distributed import check_same_everywhere, is_multiprocess
 from jaxllm.parallel.mesh import describe, make_mesh
 from jaxllm.parallel.sharding import batch_divisor, global_batch, to_host
 from jaxllm.train.checkpoint import Checkpointer, load_params
@@ -50,7 +50,13 @@ class TrainResult:
 
 
 class _Preemption:
-    """Turns SIGTERM into a flag the loop checks between steps (save, then exit)."""
+    """Turns SIGTERM into a flag the loop checks between steps (save, then exit).
+
+    In a multi-process job the signal may reach only some processes (one host
+    pre-empted); ``agreed`` then asks every process, so that all save the same
+    step and stop together. That costs a tiny all-gather, so the loop asks only
+    at log and checkpoint steps there.
+    """
 
     def __init__(self):
         self.requested = False
@@ -60,6 +66,13 @@ class _Preemption:
 
     def _handle(self, signum, frame):
         self.requested = True
+
+    def agreed(self) -> bool:
+        if not is_multiprocess():
+            return self.requested
+        from jax.experimental import multihost_utils
+        self.requested = bool(np.any(multihost_utils.process_allgather(np.array([self.requested]))))
+        return self.requested
 
     def restore(self):
         if self._old is not None:
@@ -230,7 +243,7 @@ def _loop(r: _Run, state, compiled, eval_fn, ckpt, first_batch, step_seconds_at_
     stop = min(t.stop_at_step or t.steps, t.steps)
     logger = MetricsLogger(r.run_dir, cfg.log.tensorboard, is_main)
     progress = Progress(t.steps, start, t.progress, is_main)
-    preempt = _Preemption()
+    preempt, multi, stopped = _Preemption(), is_multiprocess(), False
     history, last_eval, config_dict = [], {}, to_dict(cfg)
     n_dev = mesh.devices.size
     batch = global_batch(first_batch, mesh, rules)
@@ -280,10 +293,13 @@ def _loop(r: _Run, state, compiled, eval_fn, ckpt, first_batch, step_seconds_at_
                 if line:
                     progress.write(f"step {step:>6}  {line}")
                 t_last = time.perf_counter()  # keep eval time out of the throughput figures
-            if ckpt and (step % cfg.checkpoint.every == 0 or step == stop or preempt.requested):
+            on_schedule = step % cfg.checkpoint.every == 0 or step == stop
+            stopping = (not multi or on_schedule or step % t.log_every == 0) and preempt.agreed()
+            if ckpt and (on_schedule or stopping):
                 ckpt.save(state, r.objective.train_batches.state(), config_dict)
-            if preempt.requested:
+            if stopping:
                 progress.write(f"SIGTERM: saved step {step}, stopping")
+                stopped = True
                 break
     finally:
         preempt.restore()
@@ -291,7 +307,7 @@ def _loop(r: _Run, state, compiled, eval_fn, ckpt, first_batch, step_seconds_at_
         logger.close()
         if ckpt:
             ckpt.close()
-    return state, history, last_eval, preempt.requested
+    return state, history, last_eval, stopped
 
 
 def _sample(r: _Run, params) -> str:
