@@ -218,7 +218,7 @@ def fail(message: str, code: int, peer_suspected: bool = False) -> None:
     """
     _SETTINGS["failing"] = True
     if peer_suspected:
-        wait = _SETTINGS.get("heartbeat_timeout_s", 100) + 5
+        wait = 2 * _SETTINGS.get("heartbeat_timeout_s", 100) + 10  # JAX's check can lag on a loaded host
         _say(f"jaxllm: process {jax.process_index()}: a collective failed, so another process has probably stopped; "
              f"waiting up to {wait}s for the coordinator to name it")
         deadline = time.monotonic() + wait

@@ -50,28 +50,38 @@ class TrainResult:
 
 
 class _Preemption:
-    """Turns SIGTERM into a flag the loop checks between steps (save, then exit).
+    """SIGTERM (pre-emption, a time limit) becomes "save this step, then stop".
 
-    In a multi-process job the signal may reach only some processes (one host
-    pre-empted); ``agreed`` then asks every process, so that all save the same
-    step and stop together. That costs a tiny all-gather, so the loop asks only
-    at log and checkpoint steps there.
+    One process: a Python handler sets a flag the loop reads after each step. Several
+    processes: the signal may reach only some of them (one host pre-empted), so they must
+    agree on the step. JAX's preemption service, started by ``jax.distributed.initialize``,
+    owns SIGTERM there and picks that step (`multihost_utils.reached_preemption_sync_point`,
+    asked after every step). Where the service is off, the flag is all-gathered at log and
+    checkpoint steps instead.
     """
 
-    def __init__(self):
-        self.requested = False
-        self._old = None
-        if threading.current_thread() is threading.main_thread():
+    def __init__(self, multi: bool):
+        from jax._src import distributed as jax_distributed
+
+        self.requested, self._old = False, None
+        self.service = multi and jax_distributed.global_state.preemption_sync_manager is not None
+        self.gather = multi and not self.service
+        if not self.service and threading.current_thread() is threading.main_thread():
             self._old = signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, frame):
         self.requested = True
 
-    def agreed(self) -> bool:
-        if not is_multiprocess():
-            return self.requested
+    def check(self, step: int, at_log_step: bool) -> bool:
+        """Whether every process stops after ``step`` (called by every process after every step)."""
         from jax.experimental import multihost_utils
-        self.requested = bool(np.any(multihost_utils.process_allgather(np.array([self.requested]))))
+
+        if self.service:
+            self.requested = self.requested or multihost_utils.reached_preemption_sync_point(step)
+        elif self.gather and at_log_step:
+            self.requested = bool(np.any(multihost_utils.process_allgather(np.array([self.requested]))))
+        elif self.gather:
+            return False
         return self.requested
 
     def restore(self):
@@ -243,7 +253,7 @@ def _loop(r: _Run, state, compiled, eval_fn, ckpt, first_batch, step_seconds_at_
     stop = min(t.stop_at_step or t.steps, t.steps)
     logger = MetricsLogger(r.run_dir, cfg.log.tensorboard, is_main)
     progress = Progress(t.steps, start, t.progress, is_main)
-    preempt, multi, stopped = _Preemption(), is_multiprocess(), False
+    preempt, stopped = _Preemption(is_multiprocess()), False
     history, last_eval, config_dict = [], {}, to_dict(cfg)
     n_dev = mesh.devices.size
     batch = global_batch(first_batch, mesh, rules)
@@ -294,7 +304,7 @@ def _loop(r: _Run, state, compiled, eval_fn, ckpt, first_batch, step_seconds_at_
                     progress.write(f"step {step:>6}  {line}")
                 t_last = time.perf_counter()  # keep eval time out of the throughput figures
             on_schedule = step % cfg.checkpoint.every == 0 or step == stop
-            stopping = (not multi or on_schedule or step % t.log_every == 0) and preempt.agreed()
+            stopping = preempt.check(step, on_schedule or step % t.log_every == 0)
             if ckpt and (on_schedule or stopping):
                 ckpt.save(state, r.objective.train_batches.state(), config_dict)
             if stopping:
