@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -153,12 +152,6 @@ def test_own_tfds_builder_from_jsonl_blocks(tmp_path):
     assert read_tfds("notes", str(tmp_path / "tfds"), "train[1:]", "text", BadRecords("raise")) == ["second"]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("n_proc", [2, 4])
 def test_processes_read_disjoint_rows_covering_the_epoch(tmp_path, n_proc):
     """Real processes (jax.distributed on 127.0.0.1): each reads only its rows; together, the whole epoch."""
@@ -166,7 +159,9 @@ def test_processes_read_disjoint_rows_covering_the_epoch(tmp_path, n_proc):
     batch, seq = 8, 32
     n_rows = BatchIterator(read_prepared(tmp_path / "prep")[0]["train"], seq, batch, seed=7).n_rows
     steps = n_rows // batch
-    port = _free_port()
+    from jaxllm.parallel.local_launch import free_port
+
+    port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     procs = [subprocess.Popen([sys.executable, str(ROOT / "tests/mp_data_worker.py"), str(port), str(i), str(n_proc),
                                str(tmp_path / "prep"), str(tmp_path / f"out{i}.json"), str(batch), str(seq), str(steps)],

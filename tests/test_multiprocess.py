@@ -5,6 +5,7 @@ process driving 8 fake CPU devices. Start-up settings (`plan`) and the mesh's
 ICI/DCN layout are also checked without processes.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -159,6 +160,22 @@ class _Reader:
         return "".join(self.lines)
 
 
+@contextlib.contextmanager
+def _job(run_dir, *per_process: tuple[str, ...]):
+    """One local process per entry of ``per_process`` (its extra overrides), on a fresh port; yields
+    ``(procs, readers)`` and kills whatever still runs at the end."""
+    from jaxllm.parallel.local_launch import free_port
+
+    port = free_port()
+    procs = [_start(i, len(per_process), port, run_dir, *extra) for i, extra in enumerate(per_process)]
+    try:
+        yield procs, [_Reader(p) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+
 def _wait_exit(proc, timeout: float) -> float:
     t0 = time.monotonic()
     try:
@@ -173,12 +190,7 @@ def _wait_exit(proc, timeout: float) -> float:
 def test_killing_one_process_stops_the_other_within_the_heartbeat_timeout(tmp_path, victim):
     """SIGKILL mid-training (no chance to say goodbye): the survivor exits non-zero within
     distributed.heartbeat_timeout_s (5 s here) plus slack, and its log names the dead process."""
-    from jaxllm.parallel.local_launch import free_port
-
-    port = free_port()
-    procs = [_start(i, 2, port, tmp_path / "run") for i in range(2)]
-    readers = [_Reader(p) for p in procs]
-    try:
+    with _job(tmp_path / "run", (), ()) as (procs, readers):
         readers[0].wait_for(r"^step +\d+ +loss", 240)
         procs[victim].send_signal(signal.SIGKILL)
         survivor = procs[1 - victim]
@@ -190,21 +202,14 @@ def test_killing_one_process_stops_the_other_within_the_heartbeat_timeout(tmp_pa
         else:  # the coordinator itself is gone
             assert "leader task was preempted/died" in text or "coordination service" in text, text[-3000:]
         print(f"survivor exited {took:.1f}s after process {victim} was killed")
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
 
 
 def test_sigterm_to_one_process_saves_the_same_step_everywhere_and_stops(tmp_path):
-    """Pre-emption of one host: the processes agree (at the next log step), all save that step and exit 0."""
-    from jaxllm.parallel.local_launch import free_port
+    """Pre-emption of one host: the processes agree on a step (JAX's preemption service), all save it and exit 0."""
     from jaxllm.train.checkpoint import latest_step
 
-    port = free_port()
-    procs = [_start(i, 2, port, tmp_path / "run", "checkpoint.enabled=true", "checkpoint.every=1000") for i in range(2)]
-    readers = [_Reader(p) for p in procs]
-    try:
+    ckpt = ("checkpoint.enabled=true", "checkpoint.every=1000")
+    with _job(tmp_path / "run", ckpt, ckpt) as (procs, readers):
         readers[0].wait_for(r"^step +\d+ +loss", 240)
         procs[1].send_signal(signal.SIGTERM)
         for p in procs:
@@ -213,30 +218,17 @@ def test_sigterm_to_one_process_saves_the_same_step_everywhere_and_stops(tmp_pat
         saved = re.search(r"SIGTERM: saved step (\d+), stopping", readers[0].text)
         assert saved, readers[0].text[-2000:]
         assert latest_step(tmp_path / "run" / "checkpoints") == int(saved.group(1))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
 
 
 def test_an_error_in_one_process_stops_the_others_quoting_it(tmp_path):
     """A user error on process 1 only (its init_from is missing): process 0 stops within seconds and says why."""
-    from jaxllm.parallel.local_launch import free_port
-
-    port = free_port()
-    procs = [_start(0, 2, port, tmp_path / "run"), _start(1, 2, port, tmp_path / "run", "init_from=/nonexistent/run")]
-    readers = [_Reader(p) for p in procs]
-    try:
+    with _job(tmp_path / "run", (), ("init_from=/nonexistent/run",)) as (procs, readers):
         _wait_exit(procs[0], 60)
         _wait_exit(procs[1], 30)
         assert procs[1].returncode == 2
         assert "[process 1] error: init_from = '/nonexistent/run': no such directory" in readers[1].text
         assert procs[0].returncode == 3
         assert "process 0 stops because process 1 failed: error: init_from = '/nonexistent/run'" in readers[0].text
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
 
 
 def test_a_process_that_cannot_reach_the_coordinator_says_so(tmp_path):

@@ -28,8 +28,8 @@ from jaxllm.data.chat import Message
 from jaxllm.data.sources import BadRecords, expand_paths, iter_jsonl, read_text
 from jaxllm.errors import UserError
 from jaxllm.infer.load import Loaded
-from jaxllm.parallel.sharding import to_host
 from jaxllm.model.decode import Sampling
+from jaxllm.parallel.sharding import to_host
 
 
 def normalize(text: str) -> str:

@@ -161,6 +161,15 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def preemption_service_running() -> bool:
+    """Whether JAX's preemption service (it owns SIGTERM in a multi-process job) was started with this job."""
+    try:
+        from jax._src.distributed import global_state
+        return global_state.preemption_sync_manager is not None
+    except (ImportError, AttributeError):
+        return False
+
+
 def _client():
     try:
         from jax._src.distributed import global_state

@@ -74,8 +74,7 @@ def evaluate_stage(loaded, ref_params, rm_params, prompts) -> tuple[dict, list[s
             arr = rollout_arrays(toks, resp, p_len, MAX_NEW, stops, tok.pad_id)
             n, pad = len(toks), -len(toks) % batch_divisor(loaded.mesh, loaded.cfg.mesh.rules)
             inputs, mask = (np.concatenate([arr[k], arr[k][:1].repeat(pad, 0)]) for k in ("inputs", "mask"))
-            logp, ref_logp, score = (np.asarray(x)[:n] for x in
-                                     to_host(stats(loaded.params, ref_params, rm_params, inputs, mask)))
+            logp, ref_logp, score = (x[:n] for x in to_host(stats(loaded.params, ref_params, rm_params, inputs, mask)))
             m = arr["resp_mask"]
             if name == "sampled":
                 res["kl_to_sft"] = float(((logp - ref_logp) * m).sum(1).mean())

@@ -30,7 +30,7 @@ from jaxllm.model import Transformer, param_count, resolve_spec
 from jaxllm.model.flops import train_flops_per_token
 from jaxllm.model.decode import Sampling, generate
 from jaxllm.objectives import objective_entry
-from jaxllm.parallel.distributed import check_same_everywhere, is_multiprocess
+from jaxllm.parallel.distributed import check_same_everywhere, is_multiprocess, preemption_service_running
 from jaxllm.parallel.mesh import describe, make_mesh
 from jaxllm.parallel.sharding import batch_divisor, global_batch, to_host
 from jaxllm.train.checkpoint import Checkpointer, load_params
@@ -61,10 +61,8 @@ class _Preemption:
     """
 
     def __init__(self, multi: bool):
-        from jax._src import distributed as jax_distributed
-
         self.requested, self._old = False, None
-        self.service = multi and jax_distributed.global_state.preemption_sync_manager is not None
+        self.service = multi and preemption_service_running()
         self.gather = multi and not self.service
         if not self.service and threading.current_thread() is threading.main_thread():
             self._old = signal.signal(signal.SIGTERM, self._handle)
