@@ -59,7 +59,7 @@ def measure(preset: str, batch: int, seq: int, steps: int, attention: str, overr
         init, shardings, abstract = sharded_init(model, tx, seq, mesh, rules)
         state = init(jax.random.PRNGKey(0))
         local = random_batch(spec.vocab_size, batch, seq)
-        step = jit_train_step(make_train_step(make_lm_loss(model), tx, schedule, cfg.train.grad_accum), mesh, rules,
+        step = jit_train_step(make_train_step(make_lm_loss(model, cfg.train.loss_chunk), tx, schedule, cfg.train.grad_accum), mesh, rules,
                               shardings, local)
         b = global_batch(local, mesh, rules)
         t0 = time.perf_counter()

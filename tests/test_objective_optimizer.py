@@ -57,6 +57,50 @@ def test_lm_loss_is_masked_mean_nll_of_reference_logits():
     assert float(metrics["accuracy"][0]) == acc
 
 
+@pytest.mark.parametrize("cfg", [
+    CFG,  # llama: untied head
+    ModelConfig(family="gpt2", vocab_size=29, n_layers=2, d_model=16, n_heads=2, max_seq_len=16, init_std=0.3),  # tied
+    ModelConfig(family="gpt2", vocab_size=29, n_layers=1, d_model=16, n_heads=2, max_seq_len=16, init_std=0.3,
+                tie_embeddings=False),  # untied head with a bias
+], ids=["llama", "gpt2-tied", "gpt2-untied-bias"])
+def test_chunked_cross_entropy_equals_the_whole_logits_loss_and_gradient(cfg):
+    """Head + cross-entropy 4 positions at a time: the NumPy-checked whole-sequence loss, metrics and gradients."""
+    spec, model, params = _params(cfg)
+    batch = _batch(spec, length=12)
+    def split(fn):
+        def f(p):
+            loss_sum, n, metrics = fn(p, batch)
+            return loss_sum, (n, metrics)
+        return jax.jit(jax.value_and_grad(f, has_aux=True))
+
+    whole, chunked = split(make_lm_loss(model)), split(make_lm_loss(model, chunk=4))
+    (l1, (n1, m1)), g1 = whole(params)
+    (l4, (n4, m4)), g4 = chunked(params)
+    assert float(l4) == pytest.approx(float(l1), rel=1e-6) and float(n4) == float(n1)
+    assert float(m4["accuracy"][0]) == float(m1["accuracy"][0])
+    logits = reference.forward(params, spec, batch["inputs"])
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(logp, batch["targets"][..., None], -1)[..., 0]
+    assert float(l4) == pytest.approx(float((nll * batch["loss_mask"]).sum()), rel=1e-4)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=5e-6), g4, g1)  # float32 sum order
+
+
+def test_chunked_cross_entropy_never_holds_the_whole_logits():
+    """XLA's memory analysis: temporaries of the loss gradient with 16-position chunks are a fraction of the
+    whole-logits version (float32 logits [4, 512, 8192] = 64 MiB, and as much again for their gradient)."""
+    cfg = ModelConfig(family="llama", vocab_size=8192, n_layers=1, d_model=32, n_heads=2, max_seq_len=512)
+    spec, model, params = _params(cfg)
+    batch = _batch(spec, b=4, length=512)
+
+    def temps(chunk):
+        fn = jax.jit(jax.grad(lambda p: make_lm_loss(model, chunk)(p, batch)[0]))
+        return fn.lower(params).compile().memory_analysis().temp_size_in_bytes
+
+    whole, chunked = temps(0), temps(16)
+    assert whole > 64 * 2 ** 20
+    assert chunked < whole / 4, (chunked / 2 ** 20, whole / 2 ** 20)
+
+
 def test_gradient_accumulation_is_exact():
     """4 micro-batches with different token counts give the same update as one full batch."""
     spec, model, params = _params()

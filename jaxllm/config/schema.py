@@ -257,6 +257,9 @@ class TrainConfig:
     batch_size: int = _f(16, min=1, doc="Global batch in sequences per optimizer step.")
     seq_len: int = _f(256, min=2, doc="Tokens per sequence.")
     grad_accum: int = _f(1, min=1, doc="Micro-batches per step (batch_size must divide by it).")
+    loss_chunk: int = _f(0, min=0, doc="Positions per chunk of output head + cross-entropy (pretrain, SFT); 0 = whole "
+                                      "sequence. Bounds the float32 logits held at once to [batch, chunk, vocab]; "
+                                      "must divide train.seq_len.")
     log_every: int = _f(10, min=1, doc="Steps between metric logs.")
     eval_every: int = _f(200, min=0, doc="Steps between evaluations on the held-out split; 0 = only at the end.")
     eval_batches: int = _f(4, min=1, doc="Batches per evaluation.")

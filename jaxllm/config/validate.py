@@ -51,6 +51,9 @@ def validate(cfg: Config) -> None:
                           "(the learned position table); lower train.seq_len or raise model.max_seq_len.")
     if t.batch_size % t.grad_accum:
         raise ConfigError(f"train.batch_size = {t.batch_size} is not divisible by train.grad_accum = {t.grad_accum}.")
+    if t.loss_chunk and t.seq_len % t.loss_chunk:
+        raise ConfigError(f"train.loss_chunk = {t.loss_chunk} does not divide train.seq_len = {t.seq_len}; "
+                          "use a divisor (e.g. 128 or 256) or 0 for the whole sequence.")
     if t.stop_at_step is not None and t.stop_at_step > t.steps:
         raise ConfigError(f"train.stop_at_step = {t.stop_at_step} is beyond train.steps = {t.steps}.")
     if cfg.optimizer.warmup_steps > t.steps:

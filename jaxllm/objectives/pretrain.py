@@ -15,6 +15,7 @@ from jaxllm.data.packing import BatchIterator, eval_batches
 from jaxllm.data.prepare import PretrainData
 from jaxllm.model.transformer import Transformer
 from jaxllm.objectives.base import Objective
+from jaxllm.objectives.lm_head import token_nll_and_hits
 
 
 def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -24,21 +25,23 @@ def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return logz - picked
 
 
-def make_lm_loss(model: Transformer):
-    """Masked next-token loss as (sum, token count, metrics); also the SFT loss with a response mask."""
+def make_lm_loss(model: Transformer, chunk: int = 0):
+    """Masked next-token loss as (sum, token count, metrics); also the SFT loss with a response mask.
+
+    ``chunk`` > 0 runs the output head and cross-entropy ``chunk`` positions at a time
+    (`lm_head.token_nll_and_hits`), so the whole float32 logits ``[B, L, V]`` are never held.
+    """
 
     def loss(params, batch, frozen=None, rng=None):
         del frozen
-        logits = model.apply(
+        hidden = model.apply(
             {"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"],
-            deterministic=rng is None, rngs={"dropout": rng} if rng is not None else {},
+            deterministic=rng is None, rngs={"dropout": rng} if rng is not None else {}, output="hidden",
         )
+        nll, correct = token_nll_and_hits(model.spec, params, hidden, batch["targets"], chunk)
         mask = batch["loss_mask"]
-        nll = token_nll(logits, batch["targets"])
-        loss_sum = jnp.sum(nll * mask)
         n = jnp.sum(mask)
-        correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
-        return loss_sum, n, {"accuracy": (jnp.sum(correct * mask), n)}
+        return jnp.sum(nll * mask), n, {"accuracy": (jnp.sum(correct * mask), n)}
 
     return loss
 
@@ -51,4 +54,4 @@ def build_pretrain(cfg: Config, model: Transformer, data: PretrainData,
     source = BatchIterator(train_stream, t.seq_len, t.batch_size, seed=cfg.seed, shuffle=cfg.data.shuffle,
                            process_index=process_index, process_count=process_count)
     evals = eval_batches(eval_stream, t.seq_len, t.batch_size, t.eval_batches, process_index, process_count)
-    return Objective("pretrain", make_lm_loss(model), source, evals, tokens_per_step=t.batch_size * t.seq_len)
+    return Objective("pretrain", make_lm_loss(model, t.loss_chunk), source, evals, tokens_per_step=t.batch_size * t.seq_len)

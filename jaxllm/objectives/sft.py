@@ -28,5 +28,5 @@ def build_sft(cfg: Config, model: Transformer, data: SftData,
     evals = fixed_batches(len(held["inputs"]), lambda rows: take_rows(held, rows), t.batch_size, t.eval_batches,
                           process_index, process_count)
     tpl = data.template
-    return Objective("sft", make_lm_loss(model), source, evals, tokens_per_step=t.batch_size * t.seq_len,
+    return Objective("sft", make_lm_loss(model, t.loss_chunk), source, evals, tokens_per_step=t.batch_size * t.seq_len,
                      prompt=lambda text: tpl.prompt([user(text)]), stop_ids=tpl.stop_ids)
