@@ -1,7 +1,7 @@
 """Per-device memory of the compiled train step over meshes, on 8 fake CPU devices (no accelerator needed).
 
     python benchmarks/memory.py --preset gpt2-124m --batch 16 --seq 1024
-    python benchmarks/memory.py --preset llama-1b --batch 8 --seq 2048 --mesh 1,1,1 1,8,1
+    python benchmarks/memory.py --preset llama-1b --batch 8 --seq 2048 --mesh 1,1,1 1,8,1 --set model.remat=full
 
 Per mesh (data, fsdp, tensor): the train state (parameters + AdamW moments + step) each device holds,
 summed from every array's shard shape, and XLA's memory analysis of the compiled step per device:
@@ -85,7 +85,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq", type=int, default=1024)
     p.add_argument("--mesh", nargs="+", default=list(MESHES), help="data,fsdp,tensor sizes")
-    p.add_argument("overrides", nargs="*", help="config overrides, e.g. model.remat=full")
+    p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="key=value",
+                   help="config overrides, e.g. model.remat=full train.loss_chunk=256")
     a = p.parse_args()
     print(f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}; {a.preset}, "
           f"batch {a.batch} x seq {a.seq}, float32 state, AdamW {' '.join(a.overrides)}")
