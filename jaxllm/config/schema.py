@@ -48,9 +48,14 @@ class ModelConfig:
                     doc="Compute dtype; auto = bfloat16 on GPU/TPU, float32 on CPU.")
     attention: str = _f("auto", choices=("auto", "xla", "cudnn"),
                         doc="Attention kernel: xla (einsum + softmax, any backend), cudnn (fused, GPU only); auto = cudnn on GPU in bfloat16/float16, else xla.")
+    attention_blocks: int = _f(1, min=1,
+                               doc="xla attention in training: split the queries into this many runs, each attending only to the keys "
+                                   "before its end, so the masked upper blocks are skipped ((n+1)/2n of the work); lengths it does not divide run whole.")
     remat: str = _f("none", choices=("none", "full", "save_dots"),
                     doc="Rematerialisation per block: none, full (recompute everything), save_dots (keep matmul outputs).")
     scan_layers: bool = _f(True, doc="Stack blocks with nn.scan (one compiled block; params get a leading 'layers' axis).")
+    scan_unroll: int = _f(1, min=1, doc="Blocks per iteration of the layer scan; n_layers unrolls it fully (same parameter layout; "
+                                        "faster for small models on CPU, where the scan's per-layer slicing shows; longer compile).")
 
 
 @dataclass

@@ -53,6 +53,23 @@ def xla_attention(q, k, v, mask) -> jax.Array:
     return out.reshape(b, l, h, d)
 
 
+def causal_blocked_attention(q, k, v, segment_ids, blocks: int) -> jax.Array:
+    """`xla_attention` for causal self-attention (``L == S``), with the queries split into ``blocks`` equal runs:
+    run ``i`` attends to keys ``[0, end_i)`` only, so the all-masked upper blocks of the score matrix are never
+    formed ((blocks + 1) / (2 blocks) of the work: 62.5% at 4). ``segment_ids [B, L]`` or None. ``[B, L, H, D]``."""
+    l = q.shape[1]
+    if blocks <= 1 or l % blocks:
+        return xla_attention(q, k, v, attention_mask(segment_ids, l, l))
+    c = l // blocks
+    outs = []
+    for i in range(blocks):
+        lo, hi = i * c, (i + 1) * c
+        seg = None if segment_ids is None else segment_ids[:, :hi]
+        mask = attention_mask(seg, hi, hi)[:, :, lo:]  # [B|1, 1, c, hi]
+        outs.append(xla_attention(q[:, lo:hi], k[:, :hi], v[:, :hi], mask))
+    return jnp.concatenate(outs, axis=1)
+
+
 def cudnn_attention(q, k, v, segment_ids) -> jax.Array:
     """cuDNN fused attention (GPU only); segments enter as an explicit mask."""
     mask = None
@@ -96,7 +113,7 @@ class Attention(nn.Module):
         if s.attention == "cudnn":
             out = cudnn_attention(q, k, v, segment_ids)
         else:
-            out = xla_attention(q, k, v, attention_mask(segment_ids, l, l))
+            out = causal_blocked_attention(q, k, v, segment_ids, s.attention_blocks)
         out = constrain(out, ("act_batch", "act_length", "act_heads", "act_kv"))
         out = out.reshape(b, l, s.n_heads * s.head_dim)
         return Dense(s.d_model, ("heads", "embed"), s, std=s.init_std / (2 * s.n_layers) ** 0.5, name="o")(out)

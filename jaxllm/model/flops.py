@@ -13,12 +13,16 @@ from __future__ import annotations
 from jaxllm.model.spec import ModelSpec
 
 
-def matmul_params(s: ModelSpec) -> int:
-    """Parameters that take part in a matmul for every token (the N of 6N)."""
+def trunk_matmul_params(s: ModelSpec) -> int:
+    """Matmul parameters of the blocks (q, k, v, o and the MLP), without the output head."""
     attn = s.d_model * s.head_dim * (2 * s.n_heads + 2 * s.n_kv_heads)
     mlp = s.d_model * s.d_ff * (2 if s.family == "gpt2" else 3)
-    head = s.d_model * s.vocab_size
-    return s.n_layers * (attn + mlp) + head
+    return s.n_layers * (attn + mlp)
+
+
+def matmul_params(s: ModelSpec) -> int:
+    """Parameters that take part in a matmul for every token (the N of 6N): blocks plus the output head."""
+    return trunk_matmul_params(s) + s.d_model * s.vocab_size
 
 
 def attention_flops_per_token(s: ModelSpec, seq_len: int, causal: bool = True) -> float:
@@ -27,6 +31,10 @@ def attention_flops_per_token(s: ModelSpec, seq_len: int, causal: bool = True) -
     return f / 2 if causal else f
 
 
-def train_flops_per_token(s: ModelSpec, seq_len: int) -> float:
-    """Forward + backward FLOPs per trained token."""
-    return 3.0 * (2.0 * matmul_params(s) + attention_flops_per_token(s, seq_len))
+def train_flops_per_token(s: ModelSpec, seq_len: int, lm_head: bool = True, trunks: int = 1) -> float:
+    """Forward + backward FLOPs per trained token of ``trunks`` transformer trunks plus either the
+    vocabulary head (``lm_head``) or a scalar head: a language model is (True, 1), a reward model
+    (False, 1), PPO's policy + critic (True, 2)."""
+    trunk = 2.0 * trunk_matmul_params(s) + attention_flops_per_token(s, seq_len)
+    head = 2.0 * s.d_model * (s.vocab_size if lm_head else 1)
+    return 3.0 * (trunks * trunk + head)

@@ -38,6 +38,8 @@ class ModelSpec:
     attention: str
     remat: str
     scan_layers: bool
+    attention_blocks: int = 1
+    scan_unroll: int = 1
 
     @property
     def jnp_dtype(self):
@@ -96,4 +98,6 @@ def resolve_spec(cfg: ModelConfig, tokenizer_vocab: int | None = None, backend: 
         attention=attention,
         remat=cfg.remat,
         scan_layers=cfg.scan_layers,
+        attention_blocks=cfg.attention_blocks,
+        scan_unroll=cfg.scan_unroll,
     )

@@ -71,6 +71,7 @@ def _scan(block_cls, spec: ModelSpec, deterministic: bool, in_axes: tuple):
         split_rngs={"params": True, "dropout": True},
         in_axes=in_axes,
         length=spec.n_layers,
+        unroll=min(spec.scan_unroll, spec.n_layers),
         metadata_params={nn.PARTITION_NAME: "layers"},
     )(spec, deterministic, name="blocks")
 

@@ -25,6 +25,8 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from jaxllm.model.flops import train_flops_per_token
+
 LossFn = Callable[..., tuple[Any, Any, dict[str, tuple[Any, Any]]]]
 
 
@@ -56,4 +58,5 @@ class Objective:
     evaluate: Callable | None = None       # (params) -> {name: float}; None = the loss on eval_batches
     finish: Callable | None = None         # (params, run_dir, mesh, rules) -> a line to print, or None
     sample_params: Callable | None = _identity  # params -> language-model params for the end sample; None = no sample
+    flops_per_token: Callable = train_flops_per_token  # (spec, seq_len) -> training FLOPs per token, for MFU
 

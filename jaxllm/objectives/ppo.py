@@ -16,6 +16,7 @@ as every other objective. ``train.grad_accum`` splits each minibatch as usual.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ from jaxllm.data.tokenizer import Tokenizer
 from jaxllm.errors import UserError
 from jaxllm.model import Transformer
 from jaxllm.model.decode import Sampling, generate
+from jaxllm.model.flops import train_flops_per_token
 from jaxllm.model.scalar import ActorCritic, ScalarModel
 from jaxllm.objectives import rl_math
 from jaxllm.objectives.base import Objective
@@ -299,4 +301,6 @@ def build_ppo(cfg: Config, model: ActorCritic, data: PpoData, process_index: int
     return Objective("ppo", loss, source, [], tokens_per_step=t.batch_size * t.seq_len,
                      prompt=lambda text: tpl.prompt([Message("user", text)]), stop_ids=tpl.stop_ids,
                      init_params=init_params, evaluate=lambda params: evaluate_policy(source, params, data.eval),
-                     sample_params=lambda params: params["policy"])
+                     sample_params=lambda params: params["policy"],
+                     flops_per_token=functools.partial(train_flops_per_token, trunks=2))  # policy + critic (PPO-ptx
+                     # rows, when on, are not counted)

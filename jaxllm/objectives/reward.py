@@ -14,6 +14,7 @@ saved to ``<run_dir>/reward_stats.json``; PPO normalises scores with them.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -27,6 +28,7 @@ from jaxllm.data.chat import user
 from jaxllm.data.packing import RowBatches, fixed_batches, take_rows
 from jaxllm.data.pref_data import PrefData
 from jaxllm.model import Transformer
+from jaxllm.model.flops import train_flops_per_token
 from jaxllm.model.scalar import ScalarModel, trunk_params
 from jaxllm.objectives.base import Objective
 from jaxllm.objectives.rl_math import last_index, ranking_loss
@@ -123,4 +125,5 @@ def build_reward(cfg: Config, model: ScalarModel, data: PrefData, process_index:
     tpl = data.template
     return Objective("reward", make_reward_loss(model, cfg.objective.reward.margin), source, evals,
                      tokens_per_step=t.batch_size * k * t.seq_len, prompt=lambda text: tpl.prompt([user(text)]),
-                     stop_ids=tpl.stop_ids, init_params=init_params, finish=finish, sample_params=None)
+                     stop_ids=tpl.stop_ids, init_params=init_params, finish=finish, sample_params=None,
+                     flops_per_token=functools.partial(train_flops_per_token, lm_head=False))

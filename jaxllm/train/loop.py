@@ -27,7 +27,6 @@ from jaxllm.config import dump_yaml, to_dict
 from jaxllm.config.schema import Config
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.model import Transformer, param_count, resolve_spec
-from jaxllm.model.flops import train_flops_per_token
 from jaxllm.model.decode import Sampling, generate
 from jaxllm.objectives import objective_entry
 from jaxllm.parallel.distributed import check_same_everywhere, is_multiprocess, preemption_service_running
@@ -231,7 +230,7 @@ def _compile(r: _Run, state, shardings, abstract, first_batch):
                                 r.objective.eval_batches[0])
     t0 = time.perf_counter()
     compiled = jitted.lower(state, global_batch(first_batch, r.mesh, rules)).compile()
-    flops_tok = train_flops_per_token(spec, t.seq_len)
+    flops_tok = r.objective.flops_per_token(spec, t.seq_len)
     peak, peak_src = peak_flops_per_device(t.peak_flops_per_device)
     r.say.write(f"model: {spec.family}, {param_count(abstract.params) / 1e6:.2f}M parameters, {spec.n_layers} layers x "
                 f"{spec.d_model}, vocab {spec.vocab_size}, compute {spec.dtype}, attention {spec.attention}; "
