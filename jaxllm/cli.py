@@ -14,6 +14,8 @@
     jaxllm generate CHECKPOINT --prompt TEXT [--prompt TEXT ...]   sample (chat template for SFT models)
     jaxllm chat CHECKPOINT                   interactive chat that keeps the conversation
     jaxllm eval CHECKPOINT [--questions builtin|FILE] [--text FILE ...]   accuracy and perplexity
+    jaxllm convert from-hf HF_DIR OUT        a Hugging Face GPT-2/Llama/Mistral model -> a jaxllm run dir
+    jaxllm convert to-hf CHECKPOINT OUT [--part policy|critic] [--dtype D]   a jaxllm run -> config.json + safetensors
 
 CONFIG is a YAML path or a name under configs/ (``pretrain/demo``). Mistakes in
 config, data or files print one ``error:`` line and exit with status 2.
@@ -325,6 +327,23 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_convert_from_hf(args) -> int:
+    from jaxllm.interop.convert import from_hf
+
+    for line in from_hf(args.hf_dir, args.out):
+        print(line)
+    return 0
+
+
+def cmd_convert_to_hf(args) -> int:
+    from jaxllm.interop.convert import to_hf
+
+    for line in to_hf(args.checkpoint, args.out, part=args.part, dtype=args.dtype,
+                      max_shard_bytes=int(args.max_shard_gb * (1 << 30))):
+        print(line)
+    return 0
+
+
 def _add_sampling(p: argparse.ArgumentParser, temperature: float) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=temperature, help="0 = greedy")
@@ -440,6 +459,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", help="write the full report (with every reply) to this file")
     ev.add_argument("--set", nargs="*", default=[], metavar="key=value")
     ev.set_defaults(fn=cmd_eval)
+
+    cv = sub.add_parser("convert", help="Hugging Face checkpoints in and out")
+    cv_sub = cv.add_subparsers(dest="convert_command", required=True)
+    fh = cv_sub.add_parser("from-hf", help="a Hugging Face model dir (config.json + *.safetensors) -> a jaxllm run dir")
+    fh.add_argument("hf_dir")
+    fh.add_argument("out")
+    fh.set_defaults(fn=cmd_convert_from_hf)
+    th = cv_sub.add_parser("to-hf", help="a jaxllm run (any path into it) -> config.json + safetensors for transformers")
+    th.add_argument("checkpoint")
+    th.add_argument("out")
+    th.add_argument("--part", choices=("auto", "policy", "critic"), default="auto",
+                    help="PPO runs: the policy (a causal LM, the default) or the critic (a sequence classifier)")
+    th.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    th.add_argument("--max-shard-gb", type=float, default=5.0, help="split the weights into files of at most this size")
+    th.set_defaults(fn=cmd_convert_to_hf)
     return p
 
 

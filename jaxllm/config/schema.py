@@ -39,6 +39,13 @@ class ModelConfig:
     max_seq_len: int = _f(1024, min=1, doc="Longest sequence (learned position table size for gpt2).")
     norm_eps: float = _f(1e-5, min=0.0, doc="LayerNorm/RMSNorm epsilon.")
     rope_theta: float = _f(10000.0, min=1.0, doc="RoPE base frequency (llama).")
+    rope_scaling: str = _f("none", choices=("none", "linear", "llama3"),
+                           doc="RoPE frequency scaling (llama), as Hugging Face's rope_type: none, linear (positions / factor), "
+                               "llama3 (Llama 3.1's wavelength bands).")
+    rope_scaling_factor: float = _f(1.0, min=1.0, doc="RoPE scaling factor (linear, llama3).")
+    rope_low_freq_factor: float = _f(1.0, min=0.0, doc="llama3 RoPE scaling: low_freq_factor.")
+    rope_high_freq_factor: float = _f(4.0, min=0.0, doc="llama3 RoPE scaling: high_freq_factor.")
+    rope_original_max_len: int = _f(8192, min=1, doc="llama3 RoPE scaling: original_max_position_embeddings.")
     tie_embeddings: Optional[bool] = _f(None, doc="Share input embedding and output head; null = family default (gpt2 yes, llama no).")
     use_bias: Optional[bool] = _f(None, doc="Biases in dense layers and norms; null = family default (gpt2 yes, llama no).")
     dropout: float = _f(0.0, min=0.0, max=1.0, doc="Dropout on embeddings and residual branches (training only).")

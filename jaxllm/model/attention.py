@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxllm.model.layers import Dense, constrain, rope
+from jaxllm.model.layers import Dense, constrain, rope, rope_frequencies
 from jaxllm.model.spec import ModelSpec
 
 _NEG = -1e30  # finite, so a row never becomes NaN
@@ -97,8 +97,9 @@ class Attention(nn.Module):
         k = k.reshape(b, l, s.n_kv_heads, s.head_dim)
         v = v.reshape(b, l, s.n_kv_heads, s.head_dim)
         if s.family == "llama":
-            q = rope(q, positions, s.rope_theta)
-            k = rope(k, positions, s.rope_theta)
+            inv_freq = rope_frequencies(s.head_dim, s.rope_theta, s.rope_scaling)
+            q = rope(q, positions, inv_freq)
+            k = rope(k, positions, inv_freq)
         q = constrain(q, ("act_batch", "act_length", "act_heads", "act_kv"))
         if cache is not None:
             at = (layer, 0, cache_index, 0, 0)

@@ -7,9 +7,12 @@ kernels map one-to-one onto Hugging Face weights.
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxllm.model.spec import ModelSpec
 
@@ -87,11 +90,30 @@ class Mlp(nn.Module):
         return Dense(s.d_model, ("mlp", "embed"), s, std=out_std, name="proj")(h)
 
 
-def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
-    """Rotary embedding, rotate-half layout (as Llama/HF). ``x: [B, L, H, D]``, ``positions: [B, L]``."""
+def rope_frequencies(head_dim: int, theta: float, scaling: tuple = ()) -> np.ndarray:
+    """Inverse frequencies ``[head_dim / 2]`` (float32), scaled as Hugging Face's rope_type does:
+    ``scaling = (type, factor, low_freq_factor, high_freq_factor, original_max_len)`` or ``()``."""
+    inv = (1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))).astype(np.float32)
+    if not scaling:
+        return inv
+    kind, factor, low, high, original = scaling
+    if kind == "linear":
+        return (inv / factor).astype(np.float32)
+    # llama3: long wavelengths divided by factor, short ones kept, a smooth blend between
+    low_wavelen, high_wavelen = original / low, original / high
+    wavelen = 2 * math.pi / inv
+    scaled = np.where(wavelen > low_wavelen, inv / factor, inv)
+    smooth = (original / wavelen - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return np.where(medium, blended, scaled).astype(np.float32)
+
+
+def rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
+    """Rotary embedding, rotate-half layout (as Llama/HF). ``x: [B, L, H, D]``, ``positions: [B, L]``,
+    ``inv_freq [D/2]`` from `rope_frequencies`."""
     d = x.shape[-1]
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))  # [D/2]
-    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, L, D/2]
+    angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)  # [B, L, D/2]
     cos = jnp.cos(angles)[:, :, None, :]
     sin = jnp.sin(angles)[:, :, None, :]
     xf = x.astype(jnp.float32)

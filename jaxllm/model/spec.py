@@ -40,6 +40,7 @@ class ModelSpec:
     scan_layers: bool
     attention_blocks: int = 1
     scan_unroll: int = 1
+    rope_scaling: tuple = ()  # () or (type, factor, low_freq_factor, high_freq_factor, original_max_len)
 
     @property
     def jnp_dtype(self):
@@ -100,4 +101,6 @@ def resolve_spec(cfg: ModelConfig, tokenizer_vocab: int | None = None, backend: 
         scan_layers=cfg.scan_layers,
         attention_blocks=cfg.attention_blocks,
         scan_unroll=cfg.scan_unroll,
+        rope_scaling=() if cfg.rope_scaling == "none" else (cfg.rope_scaling, cfg.rope_scaling_factor, cfg.rope_low_freq_factor,
+                                                           cfg.rope_high_freq_factor, cfg.rope_original_max_len),
     )

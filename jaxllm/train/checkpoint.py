@@ -114,7 +114,14 @@ def load_params(path: str, abstract_params):
     """Parameters only (for ``init_from``), placed on the shardings in ``abstract_params``."""
     p = Path(path)
     if not p.exists():
-        raise UserError(f"init_from = {path!r}: no such directory. Give a run dir, its checkpoints/ dir or checkpoints/<step>.")
+        raise UserError(f"init_from = {path!r}: no such directory. Give a run dir, its checkpoints/ dir or checkpoints/<step>, "
+                        "or a Hugging Face model directory (config.json + *.safetensors).")
+    from jaxllm.interop.hf import is_hf_dir, load_hf_params, spec_from_hf
+    if is_hf_dir(p):  # a Hugging Face checkpoint, converted on the fly onto the same shardings
+        scalar = "head_kernel" in abstract_params
+        layers = abstract_params["trunk"] if scalar else abstract_params
+        spec = spec_from_hf(p, scan_layers="blocks" in layers)
+        return load_hf_params(p, spec, abstract_params, scalar=scalar)
     directory, step = _find_checkpoint_dir(p)
     manager = ocp.CheckpointManager(directory.absolute(), item_handlers=_handlers(),
                                     options=ocp.CheckpointManagerOptions(create=False))

@@ -1,0 +1,1 @@
+"""Interchange with other tools' model formats (Hugging Face safetensors checkpoints)."""

@@ -1,0 +1,132 @@
+"""``jaxllm convert from-hf`` and ``to-hf``: whole-directory conversions between HF models and jaxllm runs.
+
+``from_hf(HF_DIR, OUT)`` writes a jaxllm run dir: ``checkpoints/0`` (parameters, sharded FSDP over the
+local devices while converting), ``config.yaml`` (the model section that reproduces the HF model, usable
+as ``base:`` or to compare with) and, where the HF directory has a SentencePiece ``tokenizer.model``, a
+copy of it. ``to_hf(CHECKPOINT, OUT)`` writes ``config.json`` + safetensors from a jaxllm run: a language
+model (pre-training, SFT, the policy of a PPO run) as ``*ForCausalLM``/``GPT2LMHeadModel``, a reward
+model (or a PPO run's critic, ``part="critic"``) as ``*ForSequenceClassification`` with one label.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import jax
+import yaml
+
+from jaxllm.config.schema import Config, MeshConfig
+from jaxllm.errors import UserError
+from jaxllm.interop.hf import load_hf_params, model_config_from_hf, read_hf_config, spec_from_hf, write_hf
+
+
+def _model_section(hf_dir: Path) -> dict:
+    cfg = model_config_from_hf(read_hf_config(hf_dir), str(hf_dir / "config.json"))
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if v is not None}
+
+
+def from_hf(hf_dir: str | Path, out: str | Path) -> list[str]:
+    """Convert; returns lines to print."""
+    import orbax.checkpoint as ocp
+
+    from jaxllm.model import Transformer, param_count
+    from jaxllm.model.scalar import ScalarModel
+    from jaxllm.parallel.mesh import make_mesh
+    from jaxllm.train.state import abstract_params
+    from jaxllm.train.step import mesh_context
+
+    hf_dir, out = Path(hf_dir), Path(out)
+    hf = read_hf_config(hf_dir)
+    scalar = any(a.endswith("ForSequenceClassification") for a in hf.get("architectures") or [])
+    if scalar and hf.get("num_labels", len(hf.get("id2label") or {0: 0})) != 1:
+        raise UserError(f"{hf_dir}/config.json: a sequence classifier with {hf.get('num_labels')} labels; a reward model has one.")
+    section = _model_section(hf_dir)
+    spec = spec_from_hf(hf_dir)
+    mesh_cfg = MeshConfig(data=1, fsdp=-1)
+    mesh = make_mesh(mesh_cfg)
+    model = ScalarModel(spec) if scalar else Transformer(spec)
+    with mesh_context(mesh, mesh_cfg.rules):
+        params = load_hf_params(hf_dir, spec, abstract_params(model, mesh, mesh_cfg.rules), scalar=scalar)
+        if (out / "checkpoints").exists():
+            raise UserError(f"{out}/checkpoints exists; give a new output directory.")
+        manager = ocp.CheckpointManager((out / "checkpoints").absolute(), options=ocp.CheckpointManagerOptions(create=True),
+                                        item_handlers={"params": ocp.StandardCheckpointHandler(),
+                                                       "config": ocp.JsonCheckpointHandler()})
+        manager.save(0, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
+                                                config=ocp.args.JsonSave({"model": section, "source": str(hf_dir)})))
+        manager.wait_until_finished()
+        manager.close()
+    objective = "reward" if scalar else "pretrain"
+    config = {"model": section, "objective": {"name": objective}, "train": {"seq_len": min(256, spec.max_seq_len)},
+              "run": {"dir": str(out)}}
+    (out / "config.yaml").write_text(f"# converted from the Hugging Face model in {hf_dir}\n"
+                                     + yaml.safe_dump(config, sort_keys=False))
+    lines = [f"{hf_dir}: {hf.get('model_type')} ({'sequence classifier' if scalar else 'causal LM'}), "
+             f"{param_count(params) / 1e6:.2f}M parameters, {spec.n_layers} layers x {spec.d_model}, vocab {spec.vocab_size}",
+             f"wrote {out}/checkpoints/0 and {out}/config.yaml (model section: use it as `base:` or copy it into your config)"]
+    sp = hf_dir / "tokenizer.model"
+    if sp.is_file():
+        shutil.copy(sp, out / "tokenizer.model")
+        lines.append(f"copied the SentencePiece tokenizer {sp} to {out}/tokenizer.model")
+    elif (hf_dir / "tokenizer.json").is_file():
+        shutil.copy(hf_dir / "tokenizer.json", out / "tokenizer.json")
+        lines.append(f"copied {hf_dir}/tokenizer.json to {out}/tokenizer.json")
+    else:
+        lines.append(f"{hf_dir} has no tokenizer.model or tokenizer.json: bring the model's tokenizer yourself")
+    return lines
+
+
+def to_hf(checkpoint: str | Path, out: str | Path, part: str = "auto", dtype: str = "float32",
+          max_shard_bytes: int = 5 << 30) -> list[str]:
+    """Export a jaxllm run (any path into it); ``part``: auto, policy or critic (PPO runs)."""
+    from jaxllm.config import load_config
+    from jaxllm.infer.load import find_run_dir
+    from jaxllm.model import Transformer, resolve_spec
+    from jaxllm.model.scalar import ActorCritic, ScalarModel
+    from jaxllm.parallel.mesh import make_mesh
+    from jaxllm.train.checkpoint import load_params
+    from jaxllm.train.state import abstract_params
+    from jaxllm.train.step import mesh_context
+
+    run_dir = find_run_dir(checkpoint)
+    cfg: Config = load_config(run_dir / "config.yaml", ["mesh.data=1", "mesh.fsdp=-1", "mesh.tensor=1"])
+    vocab = cfg.model.vocab_size
+    tokenizer = None
+    if (run_dir / "tokenizer.model").is_file():
+        from jaxllm.data.tokenizer import Tokenizer
+        tokenizer = Tokenizer.load(run_dir / "tokenizer.model")
+    if vocab is None:
+        if tokenizer is None:
+            raise UserError(f"{run_dir}: model.vocab_size is null and there is no tokenizer.model to size it from.")
+        vocab = tokenizer.vocab_size
+    spec = resolve_spec(cfg.model, vocab, backend="cpu")
+    kind = cfg.objective.name
+    if part == "auto":
+        part = {"reward": "reward", "ppo": "policy"}.get(kind, "lm")
+    elif part == "critic" and kind != "ppo":
+        raise UserError(f"--part critic needs a PPO run; {run_dir} is a {kind} run.")
+    elif part == "policy" and kind != "ppo":
+        part = "lm"
+    scalar = part in ("reward", "critic")
+    mesh = make_mesh(cfg.mesh)
+    with mesh_context(mesh, cfg.mesh.rules):
+        model = ActorCritic(spec) if kind == "ppo" else ScalarModel(spec) if kind == "reward" else Transformer(spec)
+        params = load_params(str(checkpoint), abstract_params(model, mesh, cfg.mesh.rules))
+    if kind == "ppo":
+        params = params["critic" if part == "critic" else "policy"]
+    ids = {}
+    if tokenizer is not None:
+        ids = {"pad_id": tokenizer.pad_id, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id}
+    notes = write_hf(params, spec, out, scalar=scalar, dtype=dtype, max_shard_bytes=max_shard_bytes, **ids)
+    out = Path(out)
+    if tokenizer is not None:
+        shutil.copy(run_dir / "tokenizer.model", out / "tokenizer.model")
+    what = "sequence classifier (num_labels 1)" if scalar else "causal LM"
+    return [f"wrote {out}: {spec.family} {what} from {run_dir} ({kind} run{', ' + part if kind == 'ppo' else ''}), {dtype}",
+            *notes]
+
+
+def _check_device_count() -> None:  # pragma: no cover - guard for very large conversions
+    jax.local_device_count()

@@ -1,0 +1,252 @@
+"""Hugging Face interop against the real `transformers` implementation (small random models made on the fly):
+logit parity, round trips, greedy generation, reward-model export, sharded loading and errors."""
+
+import json
+import shutil
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+tf = pytest.importorskip("transformers")
+
+from jaxllm.errors import UserError  # noqa: E402
+from jaxllm.interop.convert import from_hf, to_hf  # noqa: E402
+from jaxllm.interop.hf import load_hf_params, spec_from_hf, write_hf  # noqa: E402
+from jaxllm.interop.tensor_files import TensorFiles  # noqa: E402
+from jaxllm.model import Transformer  # noqa: E402
+from jaxllm.model.decode import Sampling, generate  # noqa: E402
+from jaxllm.model.scalar import ScalarModel  # noqa: E402
+from jaxllm.objectives.reward import sequence_scores  # noqa: E402
+
+LLAMA = dict(vocab_size=41, hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+             max_position_embeddings=64)
+LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_max_position_embeddings": 16}
+GPT2 = dict(vocab_size=37, n_embd=24, n_layer=2, n_head=3, n_positions=32, bos_token_id=0, eos_token_id=1)
+CASES = {
+    "gpt2": lambda: tf.GPT2LMHeadModel(tf.GPT2Config(**GPT2)),
+    "gpt2-untied": lambda: tf.GPT2LMHeadModel(tf.GPT2Config(**GPT2, tie_word_embeddings=False)),
+    "llama-gqa": lambda: tf.LlamaForCausalLM(tf.LlamaConfig(**LLAMA, num_key_value_heads=2, rope_theta=500.0)),
+    "llama-tied-mqa-llama3-rope": lambda: tf.LlamaForCausalLM(tf.LlamaConfig(
+        **{**LLAMA, "num_hidden_layers": 3}, num_key_value_heads=1, tie_word_embeddings=True, rope_scaling=LLAMA3_SCALING)),
+    "llama-linear-rope-head-dim": lambda: tf.LlamaForCausalLM(tf.LlamaConfig(
+        **LLAMA, head_dim=12, rope_scaling={"rope_type": "linear", "factor": 4.0})),
+    "mistral": lambda: tf.MistralForCausalLM(tf.MistralConfig(**LLAMA, num_key_value_heads=2, sliding_window=None)),
+}
+
+
+def _hf_model(name, tmp_path, std=0.2):
+    torch.manual_seed(0)
+    m = CASES[name]()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, std)
+    m.eval()
+    d = tmp_path / name
+    m.save_pretrained(d)
+    return m, d
+
+
+def _load(d, **spec_kw):
+    spec = spec_from_hf(d, **spec_kw)
+    model = Transformer(spec)
+    abstract = jax.eval_shape(lambda: nn.meta.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"]))
+    return spec, model, load_hf_params(d, spec, abstract)
+
+
+def _hf_logits(m, tokens):
+    with torch.no_grad():
+        return m(torch.tensor(np.asarray(tokens))).logits.float().numpy()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_logits_equal_transformers(name, tmp_path):
+    m, d = _hf_model(name, tmp_path)
+    tokens = np.random.default_rng(0).integers(0, m.config.vocab_size, (2, 30))
+    want = _hf_logits(m, tokens)
+    for scan in (True, False):
+        spec, model, params = _load(d, scan_layers=scan)
+        got = np.asarray(jax.jit(model.apply)({"params": params}, jnp.asarray(tokens)))
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+def test_rope_scaling_is_what_makes_the_llama3_model_match(tmp_path):
+    """Negative control: the same weights without the llama3 frequency scaling give different logits."""
+    m, d = _hf_model("llama-tied-mqa-llama3-rope", tmp_path)
+    tokens = np.random.default_rng(1).integers(0, 41, (1, 30))
+    spec, model, params = _load(d, rope_scaling=())
+    got = np.asarray(Transformer(spec).apply({"params": params}, jnp.asarray(tokens)))
+    assert np.abs(got - _hf_logits(m, tokens)).max() > 1e-2
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama-gqa"])
+def test_bfloat16_compute_stays_within_a_kl_bound(name, tmp_path):
+    """bf16 compute (float32 parameters): mean KL(transformers fp32 || jaxllm bf16) per token below 1e-3."""
+    m, d = _hf_model(name, tmp_path, std=0.05)
+    tokens = np.random.default_rng(2).integers(0, m.config.vocab_size, (4, 30))
+    spec, model, params = _load(d, dtype="bfloat16")
+    got = np.asarray(model.apply({"params": params}, jnp.asarray(tokens)), np.float64)
+    want = _hf_logits(m, tokens).astype(np.float64)
+    lp, lq = jax.nn.log_softmax(want, -1), jax.nn.log_softmax(got, -1)
+    kl = float(np.mean(np.sum(np.exp(lp) * (lp - lq), -1)))
+    assert 0 < kl < 1e-3, kl
+
+
+@pytest.mark.parametrize("name", ["gpt2", "gpt2-untied", "llama-gqa", "llama-tied-mqa-llama3-rope"])
+def test_round_trip_through_a_jaxllm_run_gives_identical_tensors(name, tmp_path):
+    m, d = _hf_model(name, tmp_path)
+    lines = from_hf(d, tmp_path / "run")
+    assert "causal LM" in lines[0]
+    to_hf(tmp_path / "run", tmp_path / "back")
+    back, info = type(m).from_pretrained(tmp_path / "back", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    a, b = m.state_dict(), back.state_dict()
+    assert set(a) == set(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # the saved files themselves: same tensor names and bytes
+    ours, theirs = TensorFiles(tmp_path / "back"), TensorFiles(d)
+    assert ours.names() == theirs.names()
+    for k in theirs.names():
+        np.testing.assert_array_equal(ours[k], theirs[k])
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama-gqa"])
+def test_greedy_generation_equals_transformers_generate(name, tmp_path):
+    m, d = _hf_model(name, tmp_path, std=0.3)
+    spec, model, params = _load(d)
+    prompts = [[5, 9, 2, 7], [3, 3, 8, 1, 4, 6, 2]]
+    ours = generate(model, params, prompts, jax.random.PRNGKey(0), Sampling(temperature=0.0, max_new_tokens=12),
+                    length_multiple=1)
+    for p, o in zip(prompts, ours):
+        with torch.no_grad():
+            ref = m.generate(torch.tensor([p]), max_new_tokens=12, do_sample=False, min_new_tokens=12,
+                             eos_token_id=None, pad_token_id=0)[0, len(p):].tolist()
+        assert list(o["tokens"]) == ref
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_reward_model_exports_as_a_sequence_classifier(family, tmp_path):
+    """A scalar model's score == transformers' *ForSequenceClassification score at the last real token
+    (right padding with the pad id); the head bias is dropped with a note, shifting every score by it."""
+    from jaxllm.config.schema import ModelConfig
+    from jaxllm.model import resolve_spec
+
+    cfg = ModelConfig(family=family, vocab_size=40, n_layers=2, d_model=16, n_heads=2, max_seq_len=32)
+    spec = resolve_spec(cfg, backend="cpu")
+    model = ScalarModel(spec)
+    params = nn.meta.unbox(model.init(jax.random.PRNGKey(3), jnp.zeros((1, 4), jnp.int32))["params"])
+    params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(4), x.shape), params)
+    notes = write_hf(params, spec, tmp_path / "rm", scalar=True, pad_id=0, bos_id=2, eos_id=3)
+    assert notes and "bias" in notes[0]
+    hf, info = tf.AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    tokens = np.array([[5, 6, 7, 8, 9, 0, 0], [4, 4, 5, 6, 7, 8, 9]])
+    mask = (tokens != 0).astype(np.float32)
+    ours = np.asarray(sequence_scores(model, params, jnp.asarray(tokens), jnp.asarray(mask)))
+    with torch.no_grad():
+        theirs = hf(torch.tensor(tokens)).logits[:, 0].numpy()
+    np.testing.assert_allclose(ours - float(params["head_bias"][0]), theirs, atol=1e-5)
+    # and back in: from_hf reads it as a reward model, head bias 0
+    from_hf(tmp_path / "rm", tmp_path / "rm-run")
+    assert "name: reward" in (tmp_path / "rm-run" / "config.yaml").read_text()
+
+
+def test_sharded_checkpoint_loads_onto_an_fsdp_mesh(tmp_path):
+    """A multi-file checkpoint (index + shards) loads straight onto 8 devices: each holds its slice only."""
+    from jaxllm.config.schema import MeshConfig
+    from jaxllm.parallel.mesh import make_mesh
+    from jaxllm.train.state import abstract_params
+    from jaxllm.train.step import mesh_context
+
+    torch.manual_seed(0)
+    m = tf.LlamaForCausalLM(tf.LlamaConfig(**{**LLAMA, "hidden_size": 64, "vocab_size": 64}, num_key_value_heads=2))
+    m.save_pretrained(tmp_path / "hf", max_shard_size="20KB")
+    assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()
+    assert len(list((tmp_path / "hf").glob("*.safetensors"))) > 2
+    spec = spec_from_hf(tmp_path / "hf")
+    mc = MeshConfig(data=1, fsdp=8)
+    mesh = make_mesh(mc)
+    with mesh_context(mesh, mc.rules):
+        params = load_hf_params(tmp_path / "hf", spec, abstract_params(Transformer(spec), mesh, mc.rules))
+    emb = params["embed"]
+    assert len(emb.addressable_shards) == 8 and emb.addressable_shards[0].data.shape[0] < emb.shape[0] or \
+        emb.addressable_shards[0].data.shape[1] < emb.shape[1]
+    tokens = np.arange(20).reshape(2, 10)
+    with mesh_context(mesh, mc.rules):
+        got = np.asarray(jax.jit(Transformer(spec).apply)({"params": params}, jnp.asarray(tokens)))
+    np.testing.assert_allclose(got, _hf_logits(m, tokens), atol=1e-4)
+
+
+def test_init_from_takes_a_hugging_face_directory(tmp_path):
+    from jaxllm.train.checkpoint import load_params
+
+    m, d = _hf_model("gpt2", tmp_path)
+    spec = spec_from_hf(d)
+    model = Transformer(spec)
+    abstract = jax.eval_shape(lambda: nn.meta.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"]))
+    params = load_params(str(d), abstract)
+    tokens = np.arange(12).reshape(1, 12)
+    np.testing.assert_allclose(np.asarray(model.apply({"params": params}, jnp.asarray(tokens))), _hf_logits(m, tokens), atol=1e-4)
+
+
+def test_bad_checkpoints_get_messages_that_name_the_problem(tmp_path):
+    m, d = _hf_model("gpt2", tmp_path)
+    cfg = json.loads((d / "config.json").read_text())
+
+    def variant(name, **changes):
+        v = tmp_path / name
+        shutil.copytree(d, v)
+        (v / "config.json").write_text(json.dumps({**cfg, **changes}))
+        return v
+
+    with pytest.raises(UserError, match="model_type 'bert' is not supported"):
+        spec_from_hf(variant("bert", model_type="bert"))
+    with pytest.raises(UserError, match=r"tensor transformer.wte.weight gives shape \(37, 24\) for jaxllm.s embed, which expects \(37, 32\)"):
+        _load(variant("wide", n_embd=32, n_head=4))
+    with pytest.raises(UserError, match="tensor transformer.h.2.ln_1.weight is missing"):
+        _load(variant("deep", n_layer=3))
+    with pytest.raises(UserError, match="RoPE scaling type 'yarn' is not supported"):
+        spec_from_hf(variant("yarn", model_type="llama", hidden_size=24, intermediate_size=40, num_hidden_layers=2,
+                             num_attention_heads=3, max_position_embeddings=32,
+                             rope_scaling={"rope_type": "yarn", "factor": 2.0}))
+    # a dtype the model cannot use
+    fp8 = tmp_path / "fp8"
+    fp8.mkdir()
+    shutil.copy(d / "config.json", fp8 / "config.json")
+    header = json.dumps({"x": {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [0, 2]}}).encode()
+    (fp8 / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0\0")
+    with pytest.raises(UserError, match="tensor x has dtype F8_E4M3, which jaxllm cannot use"):
+        TensorFiles(fp8)["x"]
+    # a sharded checkpoint with a shard missing
+    torch.manual_seed(0)
+    tf.GPT2LMHeadModel(tf.GPT2Config(**GPT2)).save_pretrained(tmp_path / "sharded", max_shard_size="10KB")
+    shard = sorted((tmp_path / "sharded").glob("*.safetensors"))[1]
+    shard.unlink()
+    with pytest.raises(UserError, match=f"lists shard {shard.name}, which is not in"):
+        TensorFiles(tmp_path / "sharded")
+    with pytest.raises(UserError, match="no such directory.*Hugging Face model directory"):
+        from jaxllm.train.checkpoint import load_params
+        load_params(str(tmp_path / "nowhere"), {})
+
+
+def test_safetensors_writer_is_read_back_by_the_safetensors_package(tmp_path):
+    from safetensors.torch import load_file
+
+    from jaxllm.interop.tensor_files import save_file
+
+    rng = np.random.default_rng(0)
+    tensors = {"a.bf16": rng.normal(size=(3, 5)).astype(jnp.bfloat16), "b.f16": rng.normal(size=(4,)).astype(np.float16),
+               "c.i32": np.arange(6, dtype=np.int32).reshape(2, 3), "d.f32": rng.normal(size=(2, 2, 2)).astype(np.float32)}
+    save_file(tensors, tmp_path / "x.safetensors", {"format": "pt"})
+    back = load_file(tmp_path / "x.safetensors")
+    for k, v in tensors.items():
+        np.testing.assert_array_equal(back[k].float().numpy(), np.asarray(v, np.float32))
+    ours = TensorFiles(tmp_path)
+    for k, v in tensors.items():
+        assert ours[k].dtype == v.dtype
+        np.testing.assert_array_equal(ours[k], v)
