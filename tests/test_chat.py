@@ -105,7 +105,9 @@ def test_long_conversations_are_cut_and_counted(tok):
     assert stats["truncated"] == 1 and rows["inputs"].shape == (1, 32)
 
 
-def test_tokenizer_without_chat_pieces_is_refused():
+def test_tokenizer_without_chat_pieces_uses_text_markers_and_eos():
+    """A pretrained model's tokenizer (Llama's ids: unk 0, bos 1, eos 2, no pad piece) has no reserved chat pieces:
+    role markers become text, EOS ends a turn, and the loss mask still covers exactly the assistant replies."""
     import io
 
     import sentencepiece as spm
@@ -113,9 +115,24 @@ def test_tokenizer_without_chat_pieces_is_refused():
     from jaxllm.data.tokenizer import Tokenizer
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(sentence_iterator=iter(generate_documents(20_000, 0)), model_writer=model,
-                                   vocab_size=300, pad_id=0, unk_id=1, bos_id=2, eos_id=3, minloglevel=2)
-    with pytest.raises(UserError, match=r"lacks the chat pieces <\|system\|>"):
-        ChatTemplate(Tokenizer(model.getvalue()))
+                                   vocab_size=400, pad_id=-1, unk_id=0, bos_id=1, eos_id=2, minloglevel=2,
+                                   byte_fallback=True)  # as Llama's
+    tok = Tokenizer(model.getvalue())
+    assert (tok.bos_id, tok.eos_id, tok.pad_id) == (1, 2, 0)
+    tpl = ChatTemplate(tok)
+    assert not tpl.reserved and tpl.end_id == 2 and tpl.stop_ids == (2,)
+    tokens, flags = tpl.encode(MULTI)
+    assert tokens[0] == 1
+    flagged = [t for t, f in zip(tokens, flags) if f]
+    first = flagged.index(2)
+    assert tok.decode(flagged[:first]) == "Hi! How can I help?"
+    assert tok.decode(flagged[first + 1:-1]) == "The capital of Peru is Lima." and flagged[-1] == 2
+    text = tok.decode([t for t, f in zip(tokens, flags) if not f])
+    assert "<|system|>" in text and "<|user|>" in text and "Be brief." in text and "Lima" not in text
+    prompt = tpl.prompt(MULTI[:2])
+    assert tok.decode(prompt[len(tpl.encode(MULTI[:2])[0]):]).strip() == "<|assistant|>"
+    (_, last), = encode_all(tpl, [MULTI], "last_assistant")
+    assert tok.decode([t for t, f in zip(tokens, last) if f and t != 2]) == "The capital of Peru is Lima."
 
 
 def test_alpaca_seed_tasks_load_one_conversation_per_instance():

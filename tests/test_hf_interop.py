@@ -250,3 +250,69 @@ def test_safetensors_writer_is_read_back_by_the_safetensors_package(tmp_path):
     for k, v in tensors.items():
         assert ours[k].dtype == v.dtype
         np.testing.assert_array_equal(ours[k], v)
+
+
+@pytest.mark.slow
+def test_a_llama_checkpoint_converts_fine_tunes_chats_and_exports(tmp_path, capsys):
+    """The user's path: an HF Llama dir with its SentencePiece tokenizer (Llama's ids, no chat pieces) ->
+    `jaxllm convert from-hf` -> `jaxllm train` SFT on it -> `jaxllm generate` (chat template) ->
+    `jaxllm convert to-hf` -> transformers loads the export, whose logits equal jaxllm's."""
+    import io
+
+    import sentencepiece as spm
+
+    from jaxllm.cli import main
+    from jaxllm.data.corpus import generate_documents
+    from jaxllm.infer.load import load_checkpoint
+
+    sp = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(generate_documents(60_000, 0)), model_writer=sp, vocab_size=512,
+                                   pad_id=-1, unk_id=0, bos_id=1, eos_id=2, byte_fallback=True, minloglevel=2)
+    hf_dir = tmp_path / "hf-llama"
+    torch.manual_seed(0)
+    m = tf.LlamaForCausalLM(tf.LlamaConfig(**{**LLAMA, "vocab_size": 512, "max_position_embeddings": 128},
+                                           num_key_value_heads=2, bos_token_id=1, eos_token_id=2))
+    m.save_pretrained(hf_dir)
+    (hf_dir / "tokenizer.model").write_bytes(sp.getvalue())
+
+    conv = tmp_path / "converted"
+    assert main(["convert", "from-hf", str(hf_dir), str(conv)]) == 0
+    assert (conv / "tokenizer.model").is_file() and (conv / "model.yaml").is_file()
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    sft_cfg = tmp_path / "sft.yaml"
+    sft_cfg.write_text(f"base: [{root}/configs/sft/demo.yaml, {conv}/model.yaml]\ninit_from: {conv}\n"
+                       f"run:\n  dir: {tmp_path}/sft\n")
+    assert main(["train", str(sft_cfg), "data.builtin_conversations=300", "data.builtin_behaviour_chats=0",
+                 "train.steps=4", "train.batch_size=8", "train.seq_len=64", "train.log_every=2", "train.eval_every=0",
+                 "train.eval_batches=1", "train.sample_tokens=0", "train.progress=off", "optimizer.warmup_steps=1",
+                 "log.tensorboard=false", "checkpoint.every=4"]) == 0
+    loaded = load_checkpoint(tmp_path / "sft")
+    assert loaded.tokenizer.eos_id == 2 and not loaded.chat_template.reserved
+    assert main(["generate", str(tmp_path / "sft"), "--prompt", "What is the capital of France?",
+                 "--max-new-tokens", "8"]) == 0
+    assert capsys.readouterr().out.strip()
+
+    assert main(["convert", "to-hf", str(tmp_path / "sft"), str(tmp_path / "export")]) == 0
+    back, info = tf.AutoModelForCausalLM.from_pretrained(tmp_path / "export", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    assert back.config.eos_token_id == 2 and (tmp_path / "export" / "tokenizer.model").is_file()
+    tokens = np.array([loaded.chat_template.prompt([__import__("jaxllm.data.chat", fromlist=["user"]).user("Hi")])])
+    ours = np.asarray(loaded.model.apply({"params": jax.device_get(loaded.params)}, jnp.asarray(tokens)))
+    np.testing.assert_allclose(ours, _hf_logits(back, tokens), atol=1e-4)
+    # fine-tuning moved the weights away from the converted ones
+    assert not np.allclose(_hf_logits(back, tokens), _hf_logits(m, tokens), atol=1e-3)
+
+
+def test_bfloat16_files_in_and_out(tmp_path):
+    """A bf16 HF checkpoint loads exactly (upcast to float32 parameters); `to-hf --dtype bfloat16` writes bf16
+    tensors that transformers loads equal to jaxllm's rounded weights."""
+    m, d = _hf_model("llama-gqa", tmp_path)
+    m.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    assert TensorFiles(tmp_path / "bf16")["model.norm.weight"].dtype == jnp.bfloat16
+    spec, model, params = _load(tmp_path / "bf16")
+    np.testing.assert_array_equal(params["blocks"]["attn"]["q"]["kernel"][1],
+                                  m.model.layers[1].self_attn.q_proj.weight.detach().float().numpy().T)
+    write_hf(params, spec, tmp_path / "out", dtype="bfloat16")
+    back = tf.AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.bfloat16)
+    for k, v in m.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), k

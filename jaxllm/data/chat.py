@@ -1,5 +1,9 @@
 """The chat template: conversations to tokens with a per-token loss mask.
 
+A tokenizer without the reserved pieces (a pretrained model's, e.g. Llama's
+``tokenizer.model``) gets the same layout in text: each role marker is the text
+``<|role|>`` plus a newline, tokenized, and a turn ends with the tokenizer's EOS.
+
 A conversation is ``BOS`` then, per message, ``<|role|> content <|end|>``:
 
     BOS <|system|> You are ... <|end|> <|user|> Hi <|end|> <|assistant|> Hello! <|end|> ...
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from jaxllm.data.tokenizer import BOS, EOS, UNK, Tokenizer
+from jaxllm.data.tokenizer import Tokenizer
 from jaxllm.errors import UserError
 
 ROLES = ("system", "user", "assistant")
@@ -37,31 +41,37 @@ class ChatTemplate:
 
     def __init__(self, tokenizer: Tokenizer):
         self.tok = tokenizer
-        self.role_ids = {r: tokenizer.piece_id(f"<|{r}|>") for r in ROLES}
-        self.end_id = tokenizer.piece_id(END)
-        missing = [p for p, i in [*((f"<|{r}|>", i) for r, i in self.role_ids.items()), (END, self.end_id)] if i == UNK]
-        if missing:
-            raise UserError(f"tokenizer {tokenizer.name} lacks the chat pieces {', '.join(missing)}; use a tokenizer "
-                            "trained by jaxllm (they are reserved there) or add them as user-defined symbols.")
+        ids = {r: tokenizer.piece_id(f"<|{r}|>") for r in ROLES}
+        end = tokenizer.piece_id(END)
+        self.reserved = all(i != tokenizer.unk_id for i in (*ids.values(), end))
+        self.role_ids = ids if self.reserved else {}  # single marker ids (reserved pieces only)
+        if self.reserved:
+            self.role_tokens = {r: [i] for r, i in ids.items()}
+            self.end_id = end
+        else:  # text markers, EOS ends a turn
+            self.role_tokens = {r: tokenizer.encode(f"<|{r}|>\n") for r in ROLES}
+            self.end_id = tokenizer.eos_id
 
     @property
-    def stop_ids(self) -> tuple[int, int]:
-        return (self.end_id, EOS)
+    def stop_ids(self) -> tuple[int, ...]:
+        return tuple(dict.fromkeys((self.end_id, self.tok.eos_id)))
 
     def encode(self, conversation: Conversation, generation_prompt: bool = False) -> tuple[list[int], list[int]]:
         """``(tokens, targets)``: ``targets[i] = 1`` where token ``i`` is assistant content or its ``<|end|>``.
 
         With ``generation_prompt`` the tokens end with ``<|assistant|>``, ready for the model's reply.
         """
-        tokens, targets = [BOS], [0]
+        tokens, targets = [self.tok.bos_id], [0]
         for m in conversation:
             body = self.tok.encode(m.content) + [self.end_id]
             train = int(m.role == "assistant")
-            tokens += [self.role_ids[m.role], *body]
-            targets += [0] + [train] * len(body)
+            head = self.role_tokens[m.role]
+            tokens += [*head, *body]
+            targets += [0] * len(head) + [train] * len(body)
         if generation_prompt:
-            tokens.append(self.role_ids["assistant"])
-            targets.append(0)
+            head = self.role_tokens["assistant"]
+            tokens += head
+            targets += [0] * len(head)
         return tokens, targets
 
     def prompt(self, conversation: Conversation) -> list[int]:

@@ -34,8 +34,8 @@ class TokenStream:
         return np.searchsorted(self.doc_starts, idx, side="right") - 1
 
 
-def build_stream(token_lists: list[list[int]]) -> TokenStream:
-    toks = [np.asarray([BOS, *t, EOS], np.int32) for t in token_lists]
+def build_stream(token_lists: list[list[int]], bos: int = BOS, eos: int = EOS) -> TokenStream:
+    toks = [np.asarray([bos, *t, eos], np.int32) for t in token_lists]
     lengths = np.array([len(t) for t in toks], np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     tokens = np.concatenate(toks) if toks else np.zeros(0, np.int32)

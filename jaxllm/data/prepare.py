@@ -74,7 +74,7 @@ def get_tokenizer(cfg: Config, run_dir: Path | None, train_docs: list[str]) -> T
 
 
 def tokenize(tok: Tokenizer, docs: list[str]) -> TokenStream:
-    return build_stream(tok.encode(docs))
+    return build_stream(tok.encode(docs), tok.bos_id, tok.eos_id)
 
 
 def tokenize_splits(tok: Tokenizer, corpus: Corpus) -> dict[str, TokenStream]:

@@ -44,8 +44,11 @@ def load_conversations(cfg: Config) -> tuple[list[Conversation], dict]:
 
 
 def last_turn_only(targets: list[int], tokens: list[int], template: ChatTemplate) -> list[int]:
-    """Keep the target flags of the final assistant message only."""
-    start = max(i for i, t in enumerate(tokens) if t == template.role_ids["assistant"])
+    """Keep the target flags of the final assistant message only (the last run of flagged tokens)."""
+    del tokens, template
+    start = max((i for i, f in enumerate(targets) if f), default=0)
+    while start > 0 and targets[start - 1]:
+        start -= 1
     return [0] * start + targets[start:]
 
 

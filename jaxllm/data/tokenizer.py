@@ -1,8 +1,10 @@
-"""SentencePiece tokenizer: trained on the corpus, with reserved special tokens.
+"""SentencePiece tokenizer: trained on the corpus, with reserved special tokens, or a pretrained model's.
 
-Ids 0-3 are fixed (pad, unk, bos, eos); the chat roles and end-of-turn marker
-are reserved pieces, so later stages can build chat templates without
-retraining. Byte fallback makes every string round-trip exactly.
+A tokenizer jaxllm trains has ids 0-3 fixed (pad, unk, bos, eos), the chat roles
+and end-of-turn marker as reserved pieces (so later stages build chat templates
+without retraining) and byte fallback (every string round-trips exactly). Any
+other SentencePiece model (a Llama or Mistral ``tokenizer.model``) works too: its
+own BOS/EOS ids are used, padding uses its pad piece or else ``<unk>``.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ class Tokenizer:
             self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
         except Exception as e:  # sentencepiece raises RuntimeError/OSError with C++ text
             raise UserError(f"{name}: not a SentencePiece model ({e}).") from None
-        path = name
-        for want, got, name in ((PAD, self.sp.pad_id(), "pad"), (BOS, self.sp.bos_id(), "bos"), (EOS, self.sp.eos_id(), "eos")):
-            if got != want:
-                raise UserError(f"{path}: {name} id is {got}, expected {want}; jaxllm needs pad=0 unk=1 bos=2 eos=3 "
-                                "(train the tokenizer with `jaxllm tokenizer train`).")
+        self.bos_id, self.eos_id = self.sp.bos_id(), self.sp.eos_id()
+        if self.bos_id < 0 or self.eos_id < 0:
+            raise UserError(f"{name}: the SentencePiece model has no {'BOS' if self.bos_id < 0 else 'EOS'} piece; jaxllm "
+                            "needs both (documents are BOS ... EOS).")
+        # a model without a pad piece (Llama's) pads with <unk>: padded positions are always masked
+        self.pad_id = self.sp.pad_id() if self.sp.pad_id() >= 0 else max(self.sp.unk_id(), 0)
+        self.unk_id = self.sp.unk_id()
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Tokenizer":
@@ -53,8 +57,6 @@ class Tokenizer:
     @property
     def vocab_size(self) -> int:
         return self.sp.get_piece_size()
-
-    bos_id, eos_id, pad_id = BOS, EOS, PAD
 
     def encode(self, text: str | list[str]):
         return self.sp.encode(text)

@@ -122,7 +122,7 @@ def perplexity(loaded: Loaded, paths: list[str], seq_len: int | None = None, bat
         raise UserError(f"--text {paths}: no documents.")
     tok = loaded.tokenizer
     seq_len = seq_len or min(loaded.model.spec.max_seq_len, 1024)
-    stream = build_stream(tok.encode(docs))
+    stream = build_stream(tok.encode(docs), tok.bos_id, tok.eos_id)
     n = num_rows(stream, seq_len)
     if n == 0:
         raise UserError(f"--text {paths}: shorter than one row of {seq_len} tokens; lower --seq-len.")

@@ -1,9 +1,10 @@
 """``jaxllm convert from-hf`` and ``to-hf``: whole-directory conversions between HF models and jaxllm runs.
 
 ``from_hf(HF_DIR, OUT)`` writes a jaxllm run dir: ``checkpoints/0`` (parameters, sharded FSDP over the
-local devices while converting), ``config.yaml`` (the model section that reproduces the HF model, usable
-as ``base:`` or to compare with) and, where the HF directory has a SentencePiece ``tokenizer.model``, a
-copy of it. ``to_hf(CHECKPOINT, OUT)`` writes ``config.json`` + safetensors from a jaxllm run: a language
+local devices while converting), ``config.yaml`` (so generate/chat/eval/to-hf take the dir), ``model.yaml``
+(the model section that reproduces the HF model, to list under ``base:``) and, where the HF directory has
+a SentencePiece ``tokenizer.model``, a copy of it. A ``tokenizer.json`` alone is copied but not used:
+jaxllm tokenizes with SentencePiece only. ``to_hf(CHECKPOINT, OUT)`` writes ``config.json`` + safetensors from a jaxllm run: a language
 model (pre-training, SFT, the policy of a PPO run) as ``*ForCausalLM``/``GPT2LMHeadModel``, a reward
 model (or a PPO run's critic, ``part="critic"``) as ``*ForSequenceClassification`` with one label.
 """
@@ -14,7 +15,6 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-import jax
 import yaml
 
 from jaxllm.config.schema import Config, MeshConfig
@@ -63,16 +63,21 @@ def from_hf(hf_dir: str | Path, out: str | Path) -> list[str]:
               "run": {"dir": str(out)}}
     (out / "config.yaml").write_text(f"# converted from the Hugging Face model in {hf_dir}\n"
                                      + yaml.safe_dump(config, sort_keys=False))
+    (out / "model.yaml").write_text(f"# the model of {hf_dir}: list this file last under `base:` in a training config\n"
+                                    + yaml.safe_dump({"model": section}, sort_keys=False))
     lines = [f"{hf_dir}: {hf.get('model_type')} ({'sequence classifier' if scalar else 'causal LM'}), "
              f"{param_count(params) / 1e6:.2f}M parameters, {spec.n_layers} layers x {spec.d_model}, vocab {spec.vocab_size}",
-             f"wrote {out}/checkpoints/0 and {out}/config.yaml (model section: use it as `base:` or copy it into your config)"]
+             f"wrote {out}/checkpoints/0, {out}/config.yaml and {out}/model.yaml (put it last under `base:` in a training "
+             f"config, with init_from: {out})"]
     sp = hf_dir / "tokenizer.model"
     if sp.is_file():
         shutil.copy(sp, out / "tokenizer.model")
         lines.append(f"copied the SentencePiece tokenizer {sp} to {out}/tokenizer.model")
     elif (hf_dir / "tokenizer.json").is_file():
         shutil.copy(hf_dir / "tokenizer.json", out / "tokenizer.json")
-        lines.append(f"copied {hf_dir}/tokenizer.json to {out}/tokenizer.json")
+        lines.append(f"{hf_dir} has only tokenizer.json (copied, not used): jaxllm tokenizes with SentencePiece, so "
+                     "training, chat and eval need a tokenizer.model for this vocabulary (set data.tokenizer.path); "
+                     "the weights themselves converted exactly")
     else:
         lines.append(f"{hf_dir} has no tokenizer.model or tokenizer.json: bring the model's tokenizer yourself")
     return lines
@@ -128,5 +133,3 @@ def to_hf(checkpoint: str | Path, out: str | Path, part: str = "auto", dtype: st
             *notes]
 
 
-def _check_device_count() -> None:  # pragma: no cover - guard for very large conversions
-    jax.local_device_count()
