@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 
 from jaxllm.data.tokenizer import Tokenizer
-from jaxllm.errors import UserError
 
 ROLES = ("system", "user", "assistant")
 END = "<|end|>"
