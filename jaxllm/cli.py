@@ -14,6 +14,9 @@
     jaxllm generate CHECKPOINT --prompt TEXT [--prompt TEXT ...]   sample (chat template for SFT models)
     jaxllm chat CHECKPOINT                   interactive chat that keeps the conversation
     jaxllm eval CHECKPOINT [--questions builtin|FILE] [--text FILE ...]   accuracy and perplexity
+    jaxllm sweep SWEEP.yaml [--dry-run | --print [--launcher plain|local|slurm]]   run a sweep's runs
+    jaxllm compare RUN_OR_SWEEP_DIR ... [--metric M] [--sort COL] [--out PREFIX]   a table of runs
+    jaxllm plot RUN_OR_SWEEP_DIR ... --metric M [--metric M ...] [--out DIR]   PNG curves per metric
     jaxllm convert from-hf HF_DIR OUT        a Hugging Face GPT-2/Llama/Mistral model -> a jaxllm run dir
     jaxllm convert to-hf CHECKPOINT OUT [--part policy|critic] [--dtype D]   a jaxllm run -> config.json + safetensors
 
@@ -327,6 +330,60 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from jaxllm.sweep.runner import check_configs, commands, run_sweep
+    from jaxllm.sweep.spec import load_sweep
+
+    sweep = load_sweep(args.sweep)
+    if args.dry_run or args.print:
+        check_configs(sweep)
+        if args.print:
+            print("\n".join(commands(sweep, args.launcher, args.processes)))
+            return 0
+        print(f"{len(sweep.runs)} runs of {sweep.base} in {sweep.dir}; varied: {', '.join(sweep.varied) or 'nothing'}")
+        for run in sweep.runs:
+            print(f"  {run.name}")
+        return 0
+    status = run_sweep(sweep)
+    failed = [n for n, s in status.items() if s.startswith("failed")]
+    print(f"sweep {sweep.dir}: {sum(s != 'skipped' for s in status.values()) - len(failed)} ran, "
+          f"{sum(s == 'skipped' for s in status.values())} skipped, {len(failed)} failed"
+          + (f" ({', '.join(failed)})" if failed else "") + f"; compare with `jaxllm compare {sweep.dir}`")
+    return 1 if failed else 0
+
+
+def cmd_compare(args) -> int:
+    from pathlib import Path
+
+    from jaxllm.sweep.compare import collect, render, table, write_csv
+
+    runs, varied = collect(args.dirs)
+    columns, rows = table(runs, varied, args.metric or None, args.sort, args.descending)
+    text, md = render(columns, rows)
+    print(text)
+    prefix = Path(args.out) if args.out else (Path(args.dirs[0]) / "compare" if len(args.dirs) == 1 else Path("compare"))
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(prefix.with_suffix(".csv"), columns, rows)
+    prefix.with_suffix(".md").write_text(md)
+    print(f"wrote {prefix.with_suffix('.csv')} and {prefix.with_suffix('.md')}")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from pathlib import Path
+
+    from jaxllm.sweep.compare import collect
+    from jaxllm.sweep.plot import plot_metric
+
+    runs, varied = collect(args.dirs)
+    out_dir = Path(args.out) if args.out else (Path(args.dirs[0]) if len(args.dirs) == 1 else Path("."))
+    for m in args.metric:
+        path = out_dir / f"{m}.png"
+        n = plot_metric(runs, varied, m, path)
+        print(f"wrote {path} ({n} lines)")
+    return 0
+
+
 def cmd_convert_from_hf(args) -> int:
     from jaxllm.interop.convert import from_hf
 
@@ -459,6 +516,29 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", help="write the full report (with every reply) to this file")
     ev.add_argument("--set", nargs="*", default=[], metavar="key=value")
     ev.set_defaults(fn=cmd_eval)
+
+    sw = sub.add_parser("sweep", help="run every configuration of a sweep file, one after another")
+    sw.add_argument("sweep", help="a sweep YAML (base, grid, runs, seeds; see configs/sweep/)")
+    sw.add_argument("--dry-run", action="store_true", help="check every config and list the runs")
+    sw.add_argument("--print", action="store_true", help="print one launch command per run instead of running")
+    sw.add_argument("--launcher", choices=("plain", "local", "slurm"), default="plain",
+                    help="with --print: jaxllm train, launch/local.sh or sbatch launch/slurm.sbatch")
+    sw.add_argument("--processes", type=int, default=2, help="with --launcher local: processes per run")
+    sw.set_defaults(fn=cmd_sweep)
+
+    cp = sub.add_parser("compare", help="a table of runs (or a sweep): varied keys, eval metrics, tokens/s, MFU, time")
+    cp.add_argument("dirs", nargs="+", metavar="RUN_OR_SWEEP_DIR")
+    cp.add_argument("--metric", action="append", default=[], help="metrics to show (default: every eval_* metric)")
+    cp.add_argument("--sort", help="sort by this column (e.g. eval_loss, best_eval_loss, tokens_per_s)")
+    cp.add_argument("--descending", action="store_true")
+    cp.add_argument("--out", help="write PREFIX.csv and PREFIX.md (default: <sweep dir>/compare)")
+    cp.set_defaults(fn=cmd_compare)
+
+    pt = sub.add_parser("plot", help="PNG curves of metrics over steps, one line per setting, seed bands")
+    pt.add_argument("dirs", nargs="+", metavar="RUN_OR_SWEEP_DIR")
+    pt.add_argument("--metric", action="append", required=True, help="e.g. loss, eval_loss, score, kl, response_len")
+    pt.add_argument("--out", help="directory for METRIC.png (default: the sweep dir)")
+    pt.set_defaults(fn=cmd_plot)
 
     cv = sub.add_parser("convert", help="Hugging Face checkpoints in and out")
     cv_sub = cv.add_subparsers(dest="convert_command", required=True)

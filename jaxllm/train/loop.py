@@ -14,6 +14,7 @@ Numbered as it runs:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import signal
 import threading
@@ -338,6 +339,7 @@ def _sample(r: _Run, params) -> str:
 
 def train(cfg: Config, devices=None) -> TrainResult:
     """Run (or resume) the configured training; ``devices`` defaults to all of them."""
+    t0 = time.perf_counter()
     r = _prepare(cfg, devices)
     with mesh_context(r.mesh, cfg.mesh.rules):
         state, shardings, abstract, ckpt = _initial_state(r)
@@ -352,4 +354,15 @@ def train(cfg: Config, devices=None) -> TrainResult:
                 r.say.write(line)
         sampling = cfg.train.sample_tokens and r.objective.sample_params and not preempted
         text = _sample(r, state.params) if sampling else None
+    if jax.process_index() == 0:
+        _write_summary(r.run_dir, int(jax.device_get(state.step)), time.perf_counter() - t0, not preempted)
     return TrainResult(state, history, last_eval, text, r.run_dir)
+
+
+def _write_summary(run_dir: Path, step: int, seconds: float, finished: bool) -> None:
+    """``summary.json``: the step reached and the wall time of every invocation (a resumed run adds one)."""
+    path = run_dir / "summary.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    sessions = [*old.get("sessions", []), round(seconds, 2)]
+    path.write_text(json.dumps({"step": step, "finished": finished, "wall_s": round(sum(sessions), 2),
+                                "sessions": sessions}, indent=1) + "\n")
