@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import statistics
 from pathlib import Path
 
@@ -179,7 +178,3 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
                 else:
                     line.append("" if v is None else v)
             w.writerow(line)
-
-
-def finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
