@@ -86,7 +86,7 @@ def _mapping(value, what: str, where: str) -> dict:
             if not isinstance(item, str) or "=" not in item:
                 raise ConfigError(f"{where}: {what} item {item!r} is not key=value.")
             k, v = item.split("=", 1)
-            out[k.strip()] = yaml.safe_load(v)
+            out[k.strip()] = v  # as on the command line: the config loader parses it
         return out
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: {what} must be a mapping of key: value (or a list of key=value).")
