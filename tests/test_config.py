@@ -45,6 +45,11 @@ def test_every_shipped_config_loads(path):
         from jaxllm.pipeline.run import STAGES, load_pipeline, stage_config
         p = load_pipeline(str(path), [])
         assert all(isinstance(stage_config(p, s), Config) for s in STAGES)
+    elif path.parent.name == "sweep":  # a sweep file: every run's config must load
+        from jaxllm.sweep.runner import check_configs
+        from jaxllm.sweep.spec import load_sweep
+        cfgs = check_configs(load_sweep(path))
+        assert len(cfgs) > 1 and all(isinstance(c, Config) for c in cfgs.values())
     else:
         assert isinstance(load_config(path), Config)
 
