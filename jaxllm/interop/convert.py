@@ -19,19 +19,14 @@ import yaml
 
 from jaxllm.config.schema import Config, MeshConfig
 from jaxllm.errors import UserError
-from jaxllm.interop.hf import load_hf_params, model_config_from_hf, read_hf_config, spec_from_hf, write_hf
-
-
-def _model_section(hf_dir: Path) -> dict:
-    cfg = model_config_from_hf(read_hf_config(hf_dir), str(hf_dir / "config.json"))
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if v is not None}
+from jaxllm.interop.hf import load_hf_params, model_config_from_hf, read_hf_config, write_hf
 
 
 def from_hf(hf_dir: str | Path, out: str | Path) -> list[str]:
     """Convert; returns lines to print."""
     import orbax.checkpoint as ocp
 
-    from jaxllm.model import Transformer, param_count
+    from jaxllm.model import Transformer, param_count, resolve_spec
     from jaxllm.model.scalar import ScalarModel
     from jaxllm.parallel.mesh import make_mesh
     from jaxllm.train.state import abstract_params
@@ -42,15 +37,16 @@ def from_hf(hf_dir: str | Path, out: str | Path) -> list[str]:
     scalar = any(a.endswith("ForSequenceClassification") for a in hf.get("architectures") or [])
     if scalar and hf.get("num_labels", len(hf.get("id2label") or {0: 0})) != 1:
         raise UserError(f"{hf_dir}/config.json: a sequence classifier with {hf.get('num_labels')} labels; a reward model has one.")
-    section = _model_section(hf_dir)
-    spec = spec_from_hf(hf_dir)
+    if (out / "checkpoints").exists():
+        raise UserError(f"{out}/checkpoints exists; give a new output directory.")
+    model_cfg = model_config_from_hf(hf, str(hf_dir / "config.json"))
+    section = {k: v for k, v in dataclasses.asdict(model_cfg).items() if v is not None}
+    spec = resolve_spec(model_cfg)
     mesh_cfg = MeshConfig(data=1, fsdp=-1)
     mesh = make_mesh(mesh_cfg)
     model = ScalarModel(spec) if scalar else Transformer(spec)
     with mesh_context(mesh, mesh_cfg.rules):
         params = load_hf_params(hf_dir, spec, abstract_params(model, mesh, mesh_cfg.rules), scalar=scalar)
-        if (out / "checkpoints").exists():
-            raise UserError(f"{out}/checkpoints exists; give a new output directory.")
         manager = ocp.CheckpointManager((out / "checkpoints").absolute(), options=ocp.CheckpointManagerOptions(create=True),
                                         item_handlers={"params": ocp.StandardCheckpointHandler(),
                                                        "config": ocp.JsonCheckpointHandler()})

@@ -282,8 +282,9 @@ def load_hf_params(directory: str | Path, spec: ModelSpec, abstract_params, scal
 
 def hf_tensors(params, spec: ModelSpec, scalar: bool = False) -> dict[str, np.ndarray]:
     """jaxllm parameters (host arrays, or device arrays gathered here) -> HF tensor name -> array."""
-    flat = {tuple(k.key for k in path): np.asarray(jax.device_get(v))
-            for path, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+    from jaxllm.parallel.sharding import to_host
+
+    flat = {tuple(k.key for k in path): v for path, v in jax.tree_util.tree_flatten_with_path(to_host(params))[0]}
     trunk = ("trunk",) if scalar else ()
     out: dict[str, np.ndarray] = {}
     fused: dict[str, list] = {}
