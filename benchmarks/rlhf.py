@@ -3,7 +3,7 @@
     python benchmarks/rlhf.py --preset small --prompts 64 --prompt 96 --new 32 --batch 16 --epochs 2
     python benchmarks/rlhf.py --preset gpt2-124m --prompts 256 --prompt 128 --new 128 --batch 32   (a GPU)
 
-One iteration is what `jaxllm train` with the PPO objective does per rollout (objectives/ppo.py): sample
+One iteration is what `jaxllm train` with the PPO objective does per rollout (objectives/ppo.py over rl/): sample
 ``--new`` tokens for each of ``--prompts`` prompts with the KV-cache decoder (temperature 1, every sequence
 runs to the end), score the rollout with the policy (old log-probs), the frozen reference, the critic
 (values) and the reward model, compute advantages, then ``--epochs`` passes of PPO steps over minibatches
@@ -32,9 +32,10 @@ from jaxllm.config import load_config  # noqa: E402
 from jaxllm.model import Transformer, param_count, resolve_spec  # noqa: E402
 from jaxllm.model.decode import Sampling, decoder, left_pad  # noqa: E402
 from jaxllm.model.scalar import ActorCritic, ScalarModel  # noqa: E402
-from jaxllm.objectives.reward import layout, sequence_scores  # noqa: E402
-from jaxllm.objectives.rollout import (Settings, advantages_jit, make_scorer, policy_logprobs, ppo_loss,  # noqa: E402
-                                       response_logits, rollout_arrays)
+from jaxllm.model.scalar import layout, sequence_scores  # noqa: E402
+from jaxllm.objectives.ppo import ppo_loss  # noqa: E402
+from jaxllm.rl.advantages import gae_advantages_jit as advantages_jit  # noqa: E402
+from jaxllm.rl.rollout import Settings, make_scorer, policy_logprobs, response_logits, rollout_arrays  # noqa: E402
 from jaxllm.parallel.mesh import make_mesh  # noqa: E402
 from jaxllm.parallel.sharding import global_batch  # noqa: E402
 from jaxllm.train.optimizer import make_optimizer  # noqa: E402

@@ -183,7 +183,7 @@ def test_sharded_checkpoint_loads_onto_an_fsdp_mesh(tmp_path):
 
 
 def test_init_from_takes_a_hugging_face_directory(tmp_path):
-    from jaxllm.train.checkpoint import load_params
+    from jaxllm.pretrained import load_params
 
     m, d = _hf_model("gpt2", tmp_path)
     spec = spec_from_hf(d)
@@ -230,7 +230,7 @@ def test_bad_checkpoints_get_messages_that_name_the_problem(tmp_path):
     with pytest.raises(UserError, match=f"lists shard {shard.name}, which is not in"):
         TensorFiles(tmp_path / "sharded")
     with pytest.raises(UserError, match="no such directory.*Hugging Face model directory"):
-        from jaxllm.train.checkpoint import load_params
+        from jaxllm.pretrained import load_params
         load_params(str(tmp_path / "nowhere"), {})
 
 

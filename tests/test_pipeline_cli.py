@@ -46,7 +46,7 @@ def finished(tmp_path_factory):
 
 def test_pipeline_wires_stages_and_writes_a_report(finished, capsys):
     from jaxllm.pipeline.run import load_pipeline, run_pipeline, stage_config
-    from jaxllm.train.checkpoint import load_params
+    from jaxllm.pretrained import load_params
     from jaxllm.train.loop import _initial_state, _prepare
     from jaxllm.train.step import mesh_context
 

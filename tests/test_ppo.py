@@ -12,7 +12,9 @@ import pytest
 from conftest import ROOT
 from jaxllm.model import resolve_spec
 from jaxllm.model.scalar import ActorCritic
-from jaxllm.objectives.rollout import Settings, advantages, ppo_loss, rollout_arrays
+from jaxllm.objectives.ppo import ppo_loss
+from jaxllm.rl.advantages import gae_advantages as advantages
+from jaxllm.rl.rollout import Settings, rollout_arrays
 
 STOP = (3,)
 
@@ -127,23 +129,23 @@ def test_scored_logprobs_are_the_samplers(tmp_path, tiny):
     from jaxllm.model import Transformer
     from jaxllm.model.decode import generate
     from jaxllm.train.loop import _initial_state, _prepare
-    from jaxllm.train.step import mesh_context
     sys.path.insert(0, str(ROOT / "tests"))
     cfg = tiny("objective.name=ppo", "train.seq_len=40", "objective.ppo.reward_fn=test_ppo:vowel_reward",
                "objective.ppo.rollout_prompts=16", "objective.ppo.max_new_tokens=16", "objective.ppo.temperature=0.7",
                "checkpoint.enabled=false")
     r = _prepare(cfg, None)
-    with mesh_context(r.mesh, cfg.mesh.rules):
+    with r.layout.context():
         state, *_ = _initial_state(r)
+        engine = r.objective.train_batches.engine
         src = r.objective.train_batches
         prompts = [src.prompt_tokens[i] for i in src.fits[:16]]
-        assert src.skipped_prompts > 0 and all(len(q) <= src.p for q in prompts)  # long prompts are skipped, not cut
-        gen = generate(Transformer(src.spec), state.params["policy"], prompts, jax.random.PRNGKey(0), src.sampling,
-                       stop_ids=src.stop_ids, pad_id=r.tokenizer.pad_id, batch_multiple=8,
-                       vocab_size=r.tokenizer.vocab_size)
+        assert src.skipped_prompts > 0 and all(len(q) <= engine.p for q in prompts)  # long prompts are skipped, not cut
+        stops = engine.template.stop_ids
+        gen = generate(Transformer(engine.spec), state.params["policy"], prompts, jax.random.PRNGKey(0), engine.sampling,
+                       stop_ids=stops, pad_id=r.tokenizer.pad_id, batch_multiple=8, vocab_size=r.tokenizer.vocab_size)
         resp = [g["tokens"] for g in gen]
-        arr = rollout_arrays(prompts, resp, src.p, src.t, src.stop_ids, r.tokenizer.pad_id)
-        scored = jax.device_get(src.scorer(state.params, src.ref, src.rm, arr["inputs"], arr["mask"]))
+        arr = rollout_arrays(prompts, resp, engine.p, engine.t, stops, r.tokenizer.pad_id)
+        scored = jax.device_get(engine.scorer(state.params, engine.ref, engine.rm, arr["inputs"], arr["mask"]))
     for i, g in enumerate(gen):
         np.testing.assert_allclose(scored["old_logp"][i, :len(g["tokens"])], g["logprobs"], atol=2e-5)
     np.testing.assert_allclose(scored["ref_logp"] * arr["resp_mask"], scored["old_logp"] * arr["resp_mask"], atol=1e-6)
@@ -201,7 +203,7 @@ def test_ptx_run_draws_pretraining_batches(tiny):
 
 def test_prompt_files_take_prompts_and_hh_histories(tmp_path):
     from jaxllm.errors import UserError
-    from jaxllm.objectives.ppo import read_prompt_files
+    from jaxllm.rl.prompts import read_prompt_files
     import json
     f = tmp_path / "prompts.jsonl"
     f.write_text(json.dumps({"prompt": "Hi?"}) + "\n"

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxllm.objectives import rl_math as rl
+from jaxllm.rl import math as rl
 
 RNG = np.random.default_rng(0)
 

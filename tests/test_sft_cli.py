@@ -127,6 +127,6 @@ def test_sft_on_a_users_alpaca_file(runs, tmp_path):
     base, _ = runs
     res = train(tiny_config(tmp_path / "alpaca", "objective.name=sft", f"init_from={base / 'pre'}", "train.steps=4",
                             "data.source=jsonl", f"data.paths=[{SHARED_DATA / 'sft' / 'alpaca-seed-tasks.jsonl'}]",
-                            "train.seq_len=128", "objective.train_on=last_assistant", "train.sample_tokens=0"))
+                            "train.seq_len=128", "objective.sft.train_on=last_assistant", "train.sample_tokens=0"))
     assert all(np.isfinite(h["loss"]) for h in res.history) and len(res.history) == 4
     assert (tmp_path / "alpaca" / "checkpoints" / "4").is_dir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-from jaxllm.config.schema import Config
+from jaxllm.config.schema import Config, ObjectiveConfig, objective_class
 
 
 def _type_name(tp) -> str:
@@ -22,6 +22,8 @@ def _rows(cls, prefix: str, out: list[str]) -> None:
     sections = []
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
+        if tp is ObjectiveConfig:  # with every built-in objective's section
+            tp = objective_class()
         key = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(tp):
             sections.append((tp, key))

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from jaxllm.config.schema import Config
+from jaxllm.config.schema import Config, ObjectiveConfig, objective_class
 from jaxllm.errors import ConfigError
 
 _CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -103,6 +103,7 @@ def apply_override(tree: dict, override: str) -> dict:
         raise ConfigError(f"override {override!r}: expected key=value, e.g. train.steps=100.")
     key, _, raw = override.partition("=")
     key = key.strip()
+    key = MOVED_KEYS.get(key, key)
     parts = key.split(".")
     if not all(parts):
         raise ConfigError(f"override {override!r}: bad key {key!r}.")
@@ -127,6 +128,8 @@ def _check_key_path(parts: list[str]) -> None:
         if p not in names:
             _unknown_key(".".join(parts[:i]), p, names)
         tp = _field_types(cls)[p]
+        if tp is ObjectiveConfig:  # its sections depend on objective.name: `build` checks them
+            return
         if _is_section(tp):
             cls = tp
         elif i != len(parts) - 1:
@@ -237,6 +240,8 @@ def build(cls, tree: dict, prefix: str = ""):
         if name not in tree:
             continue
         tp = types_[name]
+        if tp is ObjectiveConfig:
+            tp = objective_class(_objective_name(tree[name]))
         if _is_section(tp):
             kwargs[name] = build(tp, tree[name] if tree[name] is not None else {}, key)
         else:
@@ -244,6 +249,48 @@ def build(cls, tree: dict, prefix: str = ""):
             _check_meta(key, value, f)
             kwargs[name] = value
     return cls(**kwargs)
+
+
+def _objective_name(section) -> str | None:
+    name = section.get("name") if isinstance(section, dict) else None
+    return str(name) if isinstance(name, (str, _Raw)) else None
+
+
+# Keys that moved: old run dirs' config.yaml still load, with a note naming the new key.
+MOVED_KEYS = {
+    "objective.train_on": "objective.sft.train_on",
+}
+
+
+def _pop_path(tree: dict, parts: list[str]):
+    node = tree
+    for p in parts[:-1]:
+        node = node.get(p)
+        if not isinstance(node, dict):
+            return _MISSING
+    return node.pop(parts[-1], _MISSING)
+
+
+_MISSING = object()
+
+
+def upgrade_tree(tree: dict, where: str) -> dict:
+    """Move keys of older configs (``MOVED_KEYS``) to where they live now, saying so on stderr."""
+    import sys
+
+    for old, new in MOVED_KEYS.items():
+        value = _pop_path(tree, old.split("."))
+        if value is _MISSING:
+            continue
+        *parents, last = new.split(".")
+        node = tree
+        for p in parents:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node.setdefault(last, value)
+        print(f"note: {where}: {old} is now {new}; read as that.", file=sys.stderr)
+    return tree
 
 
 def to_dict(cfg) -> dict:
@@ -270,7 +317,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Co
     """Resolve a config file (or the defaults when None) plus overrides into a checked `Config`."""
     from jaxllm.config.validate import validate
 
-    tree = load_yaml_tree(resolve_config_path(str(path))) if path else {}
+    tree = upgrade_tree(load_yaml_tree(resolve_config_path(str(path))), str(path)) if path else {}
     for o in overrides:
         tree = apply_override(tree, o)
     cfg = build(Config, tree)

@@ -7,7 +7,8 @@ a `Config` it is handed. Defaults live here and nowhere else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Optional
 
 
@@ -17,6 +18,9 @@ def _f(default: Any = None, *, doc: str = "", factory=None, **meta) -> Any:
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+option = _f  # for objectives' own config classes (documented, range-checked like every other field)
 
 
 @dataclass
@@ -143,57 +147,27 @@ class DataConfig:
 
 
 @dataclass
-class RewardConfig:
-    margin: float = _f(0.0, doc="Ranking loss -log sigmoid(r_better - r_worse - margin); 0 = the usual loss.")
-    builtin_prompts: int = _f(2400, min=10, doc="Built-in rankings (data.source builtin): train prompts of the "
-                                                "preference world, K = 4 ranked answers each.")
-    max_responses: int = _f(4, min=2, doc="K: responses per prompt in a batch element (rankings longer than this are "
-                                          "cut to their best K; shorter ones are padded and masked).")
-
-
-@dataclass
-class PpoConfig:
-    reward_from: Optional[str] = _f(None, doc="Reward model run dir (objective.name=reward); the critic starts from it.")
-    reward_fn: Optional[str] = _f(None, doc="Instead of a reward model: 'module:function' taking (prompts, responses) "
-                                            "as lists of str and returning one float per response.")
-    rollout_prompts: int = _f(64, min=1, doc="Prompts sampled per rollout (a multiple of train.batch_size); each "
-                                             "rollout gives ppo_epochs * rollout_prompts / batch_size optimizer steps.")
-    ppo_epochs: int = _f(2, min=1, doc="Passes over each rollout batch, in freshly shuffled minibatches.")
-    max_new_tokens: int = _f(32, min=1, doc="Response length limit; the prompt may use train.seq_len minus this.")
-    temperature: float = _f(1.0, min=0.05, doc="Sampling temperature; every log-prob divides logits by it.")
-    top_k: int = _f(0, min=0, doc="Rollout top-k (0 = off).")
-    top_p: float = _f(1.0, min=0.0, max=1.0, doc="Rollout nucleus sampling (1 = off).")
-    clip: float = _f(0.2, min=0.0, doc="Policy ratio clip epsilon.")
-    value_clip: float = _f(0.2, min=0.0, doc="Value clip around the rollout's values.")
-    vf_coef: float = _f(0.1, min=0.0, doc="Weight of the value loss in the summed loss.")
-    gamma: float = _f(1.0, min=0.0, max=1.0, doc="GAE discount.")
-    lam: float = _f(0.95, min=0.0, max=1.0, doc="GAE lambda.")
-    kl_coef: float = _f(0.05, min=0.0, doc="beta of the per-token penalty -beta * (log pi_old - log pi_ref); the "
-                                           "initial value when kl_target is set.")
-    kl_target: Optional[float] = _f(None, min=0.0, doc="Adaptive KL controller: target KL per response (nats); "
-                                                       "null = fixed kl_coef.")
-    kl_horizon: float = _f(10000.0, min=1.0, doc="Adaptive KL horizon in responses.")
-    kl_estimator: str = _f("k1", choices=("k1", "k2", "k3", "abs"), doc="Per-token KL estimator in the reward.")
-    missing_eos_penalty: float = _f(1.0, min=0.0, doc="Subtracted from the score of a response that never ends its turn.")
-    normalize_score: bool = _f(True, doc="(score - mean) / std with the reward model's saved statistics.")
-    score_clip: float = _f(5.0, min=0.0, doc="Clip the (normalised) score to [-c, c]; 0 = no clip.")
-    whiten_advantages: bool = _f(True, doc="Whiten advantages over each rollout batch (population variance).")
-    ptx_coef: float = _f(0.0, min=0.0, doc="PPO-ptx: add this times the pre-training loss on a batch of the "
-                                           "built-in corpus per step (0 = off).")
-    eval_prompts: int = _f(64, min=0, doc="Held-out prompts answered (greedy) at each evaluation: reward score, "
-                                          "judge score and KL to the reference.")
-
-
-@dataclass
 class ObjectiveConfig:
-    name: str = _f("pretrain", choices=("pretrain", "sft", "reward", "ppo"),
-                   doc="Which loss and batch source the trainer loop uses: pretrain (packed documents), "
-                       "sft (chats; loss on assistant tokens only), reward (a scalar head learns rankings), "
-                       "ppo (RLHF: the policy from init_from learns from a reward model).")
-    train_on: str = _f("all_assistant", choices=("all_assistant", "last_assistant"),
-                       doc="SFT: which assistant turns are targets: every one, or only each conversation's last.")
-    reward: RewardConfig = _f(factory=RewardConfig)
-    ppo: PpoConfig = _f(factory=PpoConfig)
+    """``objective.name`` plus one section per objective, ``objective.<name>``, made from the objectives'
+    own config classes at load time (`objective_class`): no objective is named here."""
+
+    name: str = _f("pretrain", doc="Which loss and batch source the trainer loop uses: a built-in objective "
+                                   "(each has its section below) or your own, "
+                                   "'package.module:SPEC' or 'path/to/file.py:SPEC' (an ObjectiveSpec).")
+
+
+@functools.cache
+def _objective_class(sections: tuple) -> type:
+    fields = [(name, cls, field(default_factory=cls)) for name, cls in sections]
+    return make_dataclass("ObjectiveConfig", fields, bases=(ObjectiveConfig,))
+
+
+def objective_class(name: str | None = None) -> type:
+    """The ``objective`` section's dataclass: ``name`` plus the options of every built-in objective and of
+    the plugin ``name`` (when it is one)."""
+    from jaxllm.objectives.registry import known_specs  # the specs import this module: asked at load time
+
+    return _objective_class(tuple((s.name, s.config) for s in known_specs(name).values() if s.config is not None))
 
 
 @dataclass
@@ -305,7 +279,7 @@ class Config:
     run: RunConfig = _f(factory=RunConfig)
     model: ModelConfig = _f(factory=ModelConfig)
     data: DataConfig = _f(factory=DataConfig)
-    objective: ObjectiveConfig = _f(factory=ObjectiveConfig)
+    objective: ObjectiveConfig = _f(factory=lambda: objective_class()())
     optimizer: OptimizerConfig = _f(factory=OptimizerConfig)
     mesh: MeshConfig = _f(factory=MeshConfig)
     distributed: DistributedConfig = _f(factory=DistributedConfig)

@@ -79,19 +79,6 @@ def validate(cfg: Config) -> None:
     if cfg.data.source in ("text", "jsonl") and not cfg.data.paths:
         raise ConfigError(f"data.paths is empty but data.source = {cfg.data.source!r} needs files; "
                           "set data.paths=[file1,file2] or data.source=builtin.")
-    if cfg.objective.name in ("reward", "ppo") and cfg.data.source not in ("builtin", "jsonl"):
-        what = "rankings or pairs" if cfg.objective.name == "reward" else "prompts"
-        raise ConfigError(f"data.source = {cfg.data.source!r} with objective.name = {cfg.objective.name!r}: it reads "
-                          f"{what} from data.source=builtin (the preference world) or data.source=jsonl (data.paths).")
-    if cfg.objective.name == "ppo" and not (cfg.objective.ppo.reward_from or cfg.objective.ppo.reward_fn):
-        raise ConfigError("objective.name = 'ppo' needs objective.ppo.reward_from (a reward model run dir) or "
-                          "objective.ppo.reward_fn ('module:function').")
-    if cfg.objective.name == "ppo" and cfg.objective.ppo.max_new_tokens >= cfg.train.seq_len:
-        raise ConfigError(f"objective.ppo.max_new_tokens = {cfg.objective.ppo.max_new_tokens} leaves no room for the "
-                          f"prompt in train.seq_len = {cfg.train.seq_len}; raise train.seq_len or lower max_new_tokens.")
-    if cfg.objective.name == "ppo" and cfg.objective.ppo.rollout_prompts % cfg.train.batch_size:
-        raise ConfigError(f"objective.ppo.rollout_prompts = {cfg.objective.ppo.rollout_prompts} is not a multiple of "
-                          f"train.batch_size = {cfg.train.batch_size} (the PPO minibatch); make it one.")
-    if cfg.objective.name == "sft" and cfg.data.source not in ("builtin", "jsonl"):
-        raise ConfigError(f"data.source = {cfg.data.source!r} with objective.name = 'sft': SFT reads chats from "
-                          "data.source=builtin (the built-in world) or data.source=jsonl (data.paths, data.chat_format).")
+    from jaxllm.objectives.registry import get_spec  # each objective checks its own options
+
+    get_spec(cfg.objective.name).validate(cfg)

@@ -110,16 +110,18 @@ class PrefData:
     stats: dict
 
 
-def load_pref_data(cfg: Config, run_dir: Path | None) -> PrefData:
-    d, rc = cfg.data, cfg.objective.reward
+def load_pref_data(cfg: Config, run_dir: Path | None, max_responses: int, builtin_prompts: int) -> PrefData:
+    """Rankings (or pairs) as ``[N, K, L]`` arrays, K = at most ``max_responses``; ``builtin_prompts`` rankings
+    of the preference world when ``data.source`` is builtin."""
+    d = cfg.data
     if d.source == "builtin":
-        rankings, report = builtin_rankings(rc.builtin_prompts, d.builtin_seed, d.builtin_heldout), {}
+        rankings, report = builtin_rankings(builtin_prompts, d.builtin_seed, d.builtin_heldout), {}
     else:
         rankings, report = read_ranking_files(d.paths, d.on_error)
     train, held = split_documents(rankings, d.eval_fraction, d.builtin_seed)
     tok = get_tokenizer(cfg, run_dir, [t for r in train for t in [*(m.content for m in r.prompt), *(c.text for c in r.responses)]])
     template = ChatTemplate(tok)
-    k = min(rc.max_responses, max(len(r.responses) for r in rankings))
+    k = min(max_responses, max(len(r.responses) for r in rankings))
     tr, cut = encode_rankings(template, train, k, cfg.train.seq_len)
     ev, cut_eval = encode_rankings(template, held, k, cfg.train.seq_len)
     stats = {**report, "rankings": {"train": len(train), "eval": len(held), "k": k, "cut": cut + cut_eval}}

@@ -51,7 +51,7 @@ def init_from_tokenizer(init_from: str | None) -> Path | None:
     """The tokenizer.model of the run that ``init_from`` (run dir, checkpoints/ or checkpoints/<step>) points into."""
     if not init_from:
         return None
-    from jaxllm.train.checkpoint import run_dir_holding
+    from jaxllm.run_dir import run_dir_holding
     run_dir = run_dir_holding(init_from, "tokenizer.model")
     return run_dir / "tokenizer.model" if run_dir else None
 

@@ -62,12 +62,12 @@ def encode_all(template: ChatTemplate, convs: list[Conversation], train_on: str)
     return out
 
 
-def load_sft_data(cfg: Config, run_dir: Path | None) -> SftData:
+def load_sft_data(cfg: Config, run_dir: Path | None, train_on: str = "all_assistant") -> SftData:
     convs, report = load_conversations(cfg)
     train, held = split_documents(convs, cfg.data.eval_fraction, cfg.data.builtin_seed)
     tok = get_tokenizer(cfg, run_dir, [m.content for c in train for m in c])
     template = ChatTemplate(tok)
-    rows, pack_stats = pack_examples(encode_all(template, train, cfg.objective.train_on), cfg.train.seq_len)
-    eval_rows, _ = pack_examples(encode_all(template, held, cfg.objective.train_on), cfg.train.seq_len)
+    rows, pack_stats = pack_examples(encode_all(template, train, train_on), cfg.train.seq_len)
+    eval_rows, _ = pack_examples(encode_all(template, held, train_on), cfg.train.seq_len)
     stats = {**report, "conversations": {"train": len(train), "eval": len(held)}, "packing": pack_stats}
     return SftData(tok, template, rows, eval_rows, stats)

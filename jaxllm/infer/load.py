@@ -20,22 +20,11 @@ from jaxllm.data.tokenizer import Tokenizer
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.model import Transformer, resolve_spec
 from jaxllm.model.decode import Sampling, generate
-from jaxllm.model.scalar import ActorCritic
+from jaxllm.objectives.registry import get_spec
+from jaxllm.parallel.layout import Layout
 from jaxllm.parallel.mesh import make_mesh
-from jaxllm.parallel.sharding import batch_divisor
-from jaxllm.train.checkpoint import load_params, run_dir_holding
-from jaxllm.train.state import abstract_params
-from jaxllm.train.step import mesh_context
-
-
-def find_run_dir(path: str | Path) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{path}: no such checkpoint. Give a run dir (with config.yaml), its checkpoints/ or checkpoints/<step>.")
-    run_dir = run_dir_holding(p, "config.yaml")
-    if run_dir:
-        return run_dir
-    raise UserError(f"{path}: no config.yaml in it or above it; give the run dir that training wrote.")
+from jaxllm.run_dir import find_run_dir
+from jaxllm.pretrained import load_params
 
 
 @dataclasses.dataclass
@@ -55,7 +44,7 @@ class Loaded:
 
     @property
     def is_chat_model(self) -> bool:
-        return self.cfg.objective.name != "pretrain"
+        return get_spec(self.cfg.objective.name).chat
 
     def max_new_tokens(self, prompts: list[list[int]], wanted: int) -> int:
         room = self.model.spec.max_seq_len - max(len(p) for p in prompts)
@@ -69,8 +58,9 @@ class Loaded:
         """Token prompts -> ``[{"tokens", "logprobs"}]``, in batches of ``batch_size``."""
         sampling = dataclasses.replace(sampling, max_new_tokens=self.max_new_tokens(prompts, sampling.max_new_tokens))
         out = []
-        with mesh_context(self.mesh, self.cfg.mesh.rules):
-            div = batch_divisor(self.mesh, self.cfg.mesh.rules)
+        layout = Layout(self.mesh, self.cfg.mesh.rules)
+        with layout.context():
+            div = layout.batch_divisor
             for i in range(0, len(prompts), batch_size):
                 key, sub = jax.random.split(key)
                 out += generate(self.model, self.params, prompts[i:i + batch_size], sub, sampling,
@@ -105,16 +95,19 @@ def load_checkpoint(path: str | Path, overrides: list[str] = (), devices=None) -
     tokenizer = Tokenizer.load(tok_path if tok_path.is_file() or not cfg.data.tokenizer.path else cfg.data.tokenizer.path)
     spec = resolve_spec(cfg.model, tokenizer.vocab_size)
     model = Transformer(spec)
-    if cfg.objective.name == "reward":
-        raise UserError(f"{run_dir} is a reward model: it scores responses and does not generate; give an SFT or PPO run.")
+    ospec = get_spec(cfg.objective.name)
+    part = ospec.lm_part()
+    if part is None:
+        raise UserError(f"{run_dir} is a {ospec.name} model run: it holds no language model ({', '.join(ospec.parts)}) and "
+                        "does not generate; give an SFT or PPO run.")
     try:
         mesh = make_mesh(cfg.mesh, devices)
     except ConfigError:  # trained on another device count: fall back to replicated weights, sharded batch
         cfg = load_config(run_dir / "config.yaml", [*overrides, "mesh.data=-1", "mesh.fsdp=1", "mesh.tensor=1"])
         mesh = make_mesh(cfg.mesh, devices)
-    with mesh_context(mesh, cfg.mesh.rules):
-        if cfg.objective.name == "ppo":  # policy and critic were trained together; generation needs the policy
-            params = load_params(str(path), abstract_params(ActorCritic(spec), mesh, cfg.mesh.rules))["policy"]
-        else:
-            params = load_params(str(path), abstract_params(model, mesh, cfg.mesh.rules))
+    layout = Layout(mesh, cfg.mesh.rules)
+    with layout.context():  # a run of several models (PPO: policy + critic) is read whole, then its LM taken
+        params = load_params(str(path), layout.abstract_params(ospec.model(spec) if part.subtree else model))
+        if part.subtree:
+            params = params[part.subtree]
     return Loaded(cfg, model, params, tokenizer, mesh, run_dir)

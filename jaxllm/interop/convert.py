@@ -83,13 +83,12 @@ def to_hf(checkpoint: str | Path, out: str | Path, part: str = "auto", dtype: st
           max_shard_bytes: int = 5 << 30) -> list[str]:
     """Export a jaxllm run (any path into it); ``part``: auto, policy or critic (PPO runs)."""
     from jaxllm.config import load_config
-    from jaxllm.infer.load import find_run_dir
-    from jaxllm.model import Transformer, resolve_spec
-    from jaxllm.model.scalar import ActorCritic, ScalarModel
+    from jaxllm.run_dir import find_run_dir
+    from jaxllm.model import resolve_spec
+    from jaxllm.objectives.registry import get_spec
+    from jaxllm.parallel.layout import Layout
     from jaxllm.parallel.mesh import make_mesh
-    from jaxllm.train.checkpoint import load_params
-    from jaxllm.train.state import abstract_params
-    from jaxllm.train.step import mesh_context
+    from jaxllm.pretrained import load_params
 
     run_dir = find_run_dir(checkpoint)
     cfg: Config = load_config(run_dir / "config.yaml", ["mesh.data=1", "mesh.fsdp=-1", "mesh.tensor=1"])
@@ -103,20 +102,21 @@ def to_hf(checkpoint: str | Path, out: str | Path, part: str = "auto", dtype: st
             raise UserError(f"{run_dir}: model.vocab_size is null and there is no tokenizer.model to size it from.")
         vocab = tokenizer.vocab_size
     spec = resolve_spec(cfg.model, vocab, backend="cpu")
-    kind = cfg.objective.name
+    ospec = get_spec(cfg.objective.name)
+    kind = ospec.name
     if part == "auto":
-        part = {"reward": "reward", "ppo": "policy"}.get(kind, "lm")
-    elif part == "critic" and kind != "ppo":
-        raise UserError(f"--part critic needs a PPO run; {run_dir} is a {kind} run.")
-    elif part == "policy" and kind != "ppo":
-        part = "lm"
-    scalar = part in ("reward", "critic")
-    mesh = make_mesh(cfg.mesh)
-    with mesh_context(mesh, cfg.mesh.rules):
-        model = ActorCritic(spec) if kind == "ppo" else ScalarModel(spec) if kind == "reward" else Transformer(spec)
-        params = load_params(str(checkpoint), abstract_params(model, mesh, cfg.mesh.rules))
-    if kind == "ppo":
-        params = params["critic" if part == "critic" else "policy"]
+        part = next(iter(ospec.parts))
+    elif part not in ospec.parts and part == "policy" and ospec.lm_part() is not None:
+        part = next(n for n, p in ospec.parts.items() if p.kind == "lm")
+    elif part not in ospec.parts:
+        raise UserError(f"--part {part}: {run_dir} is a {kind} run, which holds {', '.join(ospec.parts)}.")
+    chosen = ospec.parts[part]
+    scalar = chosen.kind == "scalar"
+    layout = Layout(make_mesh(cfg.mesh), cfg.mesh.rules)
+    with layout.context():
+        params = load_params(str(checkpoint), layout.abstract_params(ospec.model(spec)))
+    if chosen.subtree:
+        params = params[chosen.subtree]
     ids = {}
     if tokenizer is not None:
         ids = {"pad_id": tokenizer.pad_id, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id}
@@ -125,7 +125,7 @@ def to_hf(checkpoint: str | Path, out: str | Path, part: str = "auto", dtype: st
     if tokenizer is not None:
         shutil.copy(run_dir / "tokenizer.model", out / "tokenizer.model")
     what = "sequence classifier (num_labels 1)" if scalar else "causal LM"
-    return [f"wrote {out}: {spec.family} {what} from {run_dir} ({kind} run{', ' + part if kind == 'ppo' else ''}), {dtype}",
+    return [f"wrote {out}: {spec.family} {what} from {run_dir} ({kind} run{', ' + part if len(ospec.parts) > 1 else ''}), {dtype}",
             *notes]
 
 

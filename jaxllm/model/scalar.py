@@ -11,6 +11,7 @@ checkpoint (`trunk_params`).
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxllm.model.spec import ModelSpec
@@ -48,3 +49,23 @@ class ActorCritic(nn.Module):
 def trunk_params(lm_params: dict) -> dict:
     """A language model's parameters as a trunk: everything but the output projection."""
     return {k: v for k, v in lm_params.items() if k != "lm_head"}
+
+
+def layout(mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(positions, segment_ids)`` for rows padded anywhere: positions count real tokens, pads are segment 0."""
+    m = mask.astype(jnp.int32)
+    return jnp.maximum(jnp.cumsum(m, axis=-1) - 1, 0), m
+
+
+def sequence_scores(model: ScalarModel, params, tokens: jax.Array, mask: jax.Array, rng=None) -> jax.Array:
+    """``tokens, mask [N, L] -> [N]``: the head's output at each row's last real token."""
+    positions, segments = layout(mask)
+    out = model.apply({"params": params}, tokens, positions, segments, deterministic=rng is None,
+                      rngs={"dropout": rng} if rng is not None else {})
+    return jnp.take_along_axis(out, last_index(mask)[:, None], axis=1)[:, 0]
+
+
+def last_index(mask: jax.Array) -> jax.Array:
+    """Index of the last 1 in each row of ``mask [B, L]`` (where a reward is read: the EOS, never a pad)."""
+    length = mask.shape[1]
+    return length - 1 - jnp.argmax(mask[:, ::-1], axis=1)

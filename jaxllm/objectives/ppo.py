@@ -1,16 +1,15 @@
-"""PPO (RLHF step 3) as an objective of the one trainer loop.
+"""PPO (RLHF step 3): its options, its loss, and its batch source over the shared rollout engine.
 
-Trainable: ``{"policy": Transformer, "critic": ScalarModel}`` (`ActorCritic`), the
-policy from ``init_from`` (the SFT run), the critic from the reward model run
-(``objective.ppo.reward_from``). Frozen, loaded onto the same mesh: the
-reference policy (``init_from`` again) and the reward model.
+Trainable: ``{"policy": Transformer, "critic": ScalarModel}`` (`ActorCritic`), the policy from
+``init_from`` (the SFT run), the critic from the reward model run (``objective.ppo.reward_from``).
+Frozen, declared for the loop to place on the mesh: the reference policy (``init_from`` again) and
+the reward model (unless ``reward_fn`` replaces it).
 
-The batch source (`Rollouts`) is handed the current parameters before each
-batch. When its buffer is empty it samples ``rollout_prompts`` responses with
-the KV-cache generator, scores them (`rollout.make_scorer`), computes
-advantages, adapts the KL coefficient, and then yields ``ppo_epochs`` passes of
-shuffled minibatches of ``train.batch_size`` sequences to the same jitted step
-as every other objective. ``train.grad_accum`` splits each minibatch as usual.
+The batch source (`PpoRollouts`) is handed the current parameters before each batch. When its
+buffer is empty it samples ``rollout_prompts`` responses (`rl.rollout.RolloutEngine`), computes GAE
+advantages (`rl.advantages`), adapts the KL coefficient (`rl.kl`), and then yields ``ppo_epochs``
+passes of shuffled minibatches of ``train.batch_size`` sequences (`rl.buffer`) to the same jitted
+step as every other objective. ``train.grad_accum`` splits each minibatch as usual.
 """
 
 from __future__ import annotations
@@ -19,76 +18,74 @@ import dataclasses
 import functools
 import importlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxllm.config.schema import Config
-from jaxllm.data.chat import ChatTemplate, Conversation, Message
-from jaxllm.data.chat_sources import BadChat, parse_hh
-from jaxllm.data.pref_world import KINDS, Prompt, balanced, builtin_prompts, judge
-from jaxllm.data.prepare import get_tokenizer
-from jaxllm.data.sources import read_records
-from jaxllm.data.tokenizer import Tokenizer
-from jaxllm.errors import UserError
+from jaxllm.config.schema import Config, option
+from jaxllm.data.chat import Message
+from jaxllm.data.report import data_lines
+from jaxllm.errors import ConfigError, UserError
 from jaxllm.model import Transformer
-from jaxllm.model.decode import Sampling, generate
+from jaxllm.model.decode import Sampling, token_logprobs
 from jaxllm.model.flops import train_flops_per_token
-from jaxllm.model.scalar import ActorCritic, ScalarModel
-from jaxllm.objectives import rl_math
-from jaxllm.objectives.base import Objective
+from jaxllm.model.scalar import ActorCritic, ScalarModel, layout
+from jaxllm.objectives.base import Objective, ObjectiveSpec, OnPolicySource, Params, Part
 from jaxllm.objectives.reward import read_stats
-from jaxllm.objectives.rollout import Settings, advantages_jit, make_scorer, ppo_loss, rollout_arrays
-from jaxllm.parallel.sharding import batch_divisor, to_host
-from jaxllm.train.checkpoint import load_params
-from jaxllm.train.state import abstract_params
+from jaxllm.rl import math as rl_math
+from jaxllm.rl.advantages import gae_advantages_jit
+from jaxllm.rl.buffer import minibatches
+from jaxllm.rl.evaluate import evaluate_policy
+from jaxllm.rl.kl import KlController
+from jaxllm.rl.prompts import PromptData, load_prompt_data, prompt_lines, read_prompt_files  # noqa: F401
+from jaxllm.rl.rollout import RolloutEngine, Settings, response_logits
 
 
-@dataclasses.dataclass(frozen=True)
-class RlPrompt:
-    conversation: Conversation
-    item: Prompt | None = None   # built-in prompts carry what the judge needs
+@dataclass
+class PtxConfig:
+    source: str = option("builtin", choices=("builtin", "text", "jsonl"), prefixes=("tfds:",),
+                         doc="PPO-ptx documents: builtin (the generated world corpus), text or jsonl files "
+                             "(objective.ppo.ptx.paths), or tfds:NAME (data.data_dir, data.tfds_split).")
+    paths: list = option(factory=list, doc="Files or globs for a text/jsonl PPO-ptx source.")
+    field: str = option("text", doc="Text field of JSONL records and TFDS examples.")
 
 
-@dataclasses.dataclass
-class PpoData:
-    tokenizer: Tokenizer
-    template: ChatTemplate
-    train: list[RlPrompt]
-    eval: list[RlPrompt]
-    stats: dict
-
-
-def _record_to_prompt(rec: dict) -> list[RlPrompt]:
-    if isinstance(rec.get("prompt"), str):
-        return [RlPrompt([Message("user", rec["prompt"])])]
-    if isinstance(rec.get("chosen"), str):
-        conv = parse_hh(rec["chosen"])
-        return [RlPrompt(conv[:-1] if conv[-1].role == "assistant" else conv)]
-    raise BadChat(f"keys {sorted(rec)}: expected 'prompt' (or an HH-RLHF 'chosen' dialogue)")
-
-
-def read_prompt_files(paths: list[str], on_error: str) -> tuple[list[RlPrompt], dict]:
-    """``{"prompt": str}`` records, or HH-RLHF dialogues (``chosen``: the history before the last reply)."""
-    return read_records(paths, on_error, _record_to_prompt, "prompts")
-
-
-def load_ppo_data(cfg: Config, run_dir: Path | None) -> PpoData:
-    d = cfg.data
-    if d.source == "builtin":
-        split = builtin_prompts(d.builtin_seed, sft_heldout=d.builtin_heldout)
-        per_kind = min(sum(p.kind == k for p in split.train) for k in KINDS)  # every kind equally often
-        train = [RlPrompt([Message("user", p.text)], p) for p in balanced(split.train, per_kind * len(KINDS), d.builtin_seed)]
-        held = [RlPrompt([Message("user", p.text)], p) for p in balanced(split.heldout, cfg.objective.ppo.eval_prompts, d.builtin_seed)]
-        report = {}
-    else:
-        prompts, report = read_prompt_files(d.paths, d.on_error)
-        n_eval = min(cfg.objective.ppo.eval_prompts, len(prompts) // 5)
-        train, held = prompts[n_eval:], prompts[:n_eval]
-    tok = get_tokenizer(cfg, run_dir, [m.content for p in train for m in p.conversation])
-    return PpoData(tok, ChatTemplate(tok), train, held, {**report, "prompts": {"train": len(train), "eval": len(held)}})
+@dataclass
+class PpoConfig:
+    reward_from: Optional[str] = option(None, doc="Reward model run dir (objective.name=reward); the critic starts from it.")
+    reward_fn: Optional[str] = option(None, doc="Instead of a reward model: 'module:function' taking (prompts, responses) "
+                                            "as lists of str and returning one float per response.")
+    rollout_prompts: int = option(64, min=1, doc="Prompts sampled per rollout (a multiple of train.batch_size); each "
+                                             "rollout gives ppo_epochs * rollout_prompts / batch_size optimizer steps.")
+    ppo_epochs: int = option(2, min=1, doc="Passes over each rollout batch, in freshly shuffled minibatches.")
+    max_new_tokens: int = option(32, min=1, doc="Response length limit; the prompt may use train.seq_len minus this.")
+    temperature: float = option(1.0, min=0.05, doc="Sampling temperature; every log-prob divides logits by it.")
+    top_k: int = option(0, min=0, doc="Rollout top-k (0 = off).")
+    top_p: float = option(1.0, min=0.0, max=1.0, doc="Rollout nucleus sampling (1 = off).")
+    clip: float = option(0.2, min=0.0, doc="Policy ratio clip epsilon.")
+    value_clip: float = option(0.2, min=0.0, doc="Value clip around the rollout's values.")
+    vf_coef: float = option(0.1, min=0.0, doc="Weight of the value loss in the summed loss.")
+    gamma: float = option(1.0, min=0.0, max=1.0, doc="GAE discount.")
+    lam: float = option(0.95, min=0.0, max=1.0, doc="GAE lambda.")
+    kl_coef: float = option(0.05, min=0.0, doc="beta of the per-token penalty -beta * (log pi_old - log pi_ref); the "
+                                           "initial value when kl_target is set.")
+    kl_target: Optional[float] = option(None, min=0.0, doc="Adaptive KL controller: target KL per response (nats); "
+                                                       "null = fixed kl_coef.")
+    kl_horizon: float = option(10000.0, min=1.0, doc="Adaptive KL horizon in responses.")
+    kl_estimator: str = option("k1", choices=("k1", "k2", "k3", "abs"), doc="Per-token KL estimator in the reward.")
+    missing_eos_penalty: float = option(1.0, min=0.0, doc="Subtracted from the score of a response that never ends its turn.")
+    normalize_score: bool = option(True, doc="(score - mean) / std with the reward model's saved statistics.")
+    score_clip: float = option(5.0, min=0.0, doc="Clip the (normalised) score to [-c, c]; 0 = no clip.")
+    whiten_advantages: bool = option(True, doc="Whiten advantages over each rollout batch (population variance).")
+    ptx_coef: float = option(0.0, min=0.0, doc="PPO-ptx: add this times the pre-training loss on a batch of "
+                                                "objective.ppo.ptx's documents per step (0 = off).")
+    ptx: PtxConfig = option(factory=PtxConfig)
+    eval_prompts: int = option(64, min=0, doc="Held-out prompts answered (greedy) at each evaluation: reward score, "
+                                          "judge score and KL to the reference.")
 
 
 def _reward_fn(spec: str):
@@ -99,54 +96,50 @@ def _reward_fn(spec: str):
         raise UserError(f"objective.ppo.reward_fn = {spec!r}: cannot import it ({e}); give 'module:function'.") from e
 
 
-class Rollouts:
+def engine_settings(pc: PpoConfig, vocab_size: int) -> Settings:
+    return Settings(pc.temperature, vocab_size, pc.gamma, pc.lam, pc.kl_estimator, pc.missing_eos_penalty,
+                    pc.score_clip, pc.whiten_advantages)
+
+
+class PpoRollouts(OnPolicySource):
     """PPO's batch source: rollouts from the current policy, served as shuffled minibatches."""
 
-    def __init__(self, cfg: Config, spec, data: PpoData, process_index: int = 0, process_count: int = 1):
-        self.cfg, self.pc, self.spec, self.data = cfg.objective.ppo, cfg, spec, data
-        t = cfg.train
-        self.batch, self.t = t.batch_size, self.cfg.max_new_tokens
-        self.p = t.seq_len - self.t
-        self.local = t.batch_size // process_count
+    def __init__(self, cfg: Config, spec, data: PromptData, process_index: int = 0, process_count: int = 1):
+        self.cfg, self.seed, self.data = cfg.objective.ppo, cfg.seed, data
+        self.reference_from = cfg.init_from
+        t, pc = cfg.train, cfg.objective.ppo
+        self.batch, self.local = t.batch_size, t.batch_size // process_count
         self.offset = process_index * self.local
-        tok = data.tokenizer
-        self.stop_ids = (*data.template.stop_ids,)
-        self.settings = Settings(self.cfg.temperature, tok.vocab_size, self.cfg.gamma, self.cfg.lam,
-                                 self.cfg.kl_estimator, self.cfg.missing_eos_penalty, self.cfg.score_clip,
-                                 self.cfg.whiten_advantages)
-        self.sampling = Sampling(self.cfg.temperature, self.cfg.top_k, self.cfg.top_p, self.t)
-        tokens = [data.template.prompt(p.conversation) for p in data.train]
-        self.fits = [i for i, t in enumerate(tokens) if len(t) <= self.p]  # longer prompts would be cut: skipped
+        p = t.seq_len - pc.max_new_tokens
+        tokens = [data.template.prompt(q.conversation) for q in data.train]
+        self.fits = [i for i, q in enumerate(tokens) if len(q) <= p]  # longer prompts would be cut: skipped
         if not self.fits:
-            raise UserError(f"no prompt fits in train.seq_len - objective.ppo.max_new_tokens = {self.p} tokens "
-                            f"(shortest: {min(len(t) for t in tokens)}); raise train.seq_len.")
+            raise UserError(f"no prompt fits in train.seq_len - objective.ppo.max_new_tokens = {p} tokens "
+                            f"(shortest: {min(len(q) for q in tokens)}); raise train.seq_len.")
         self.skipped_prompts = len(tokens) - len(self.fits)
         self.prompt_tokens = tokens
-        self.reward_fn = _reward_fn(self.cfg.reward_fn) if self.cfg.reward_fn else None
-        self.scorer = make_scorer(spec, self.t, self.settings, with_reward_model=self.reward_fn is None)
-        self.beta = self.cfg.kl_coef
+        reward_fn = _reward_fn(pc.reward_fn) if pc.reward_fn else None
+        self.engine = RolloutEngine(spec, p, pc.max_new_tokens, Sampling(pc.temperature, pc.top_k, pc.top_p, pc.max_new_tokens),
+                                    engine_settings(pc, data.tokenizer.vocab_size), data.template, reward_fn)
+        self.kl = KlController(pc.kl_coef, pc.kl_target, pc.kl_horizon)
         self.rollouts, self.prompt_epoch, self.prompt_index = 0, 0, 0
         self.buffer: list[dict] = []
-        self.params = self.ref = self.rm = None
+        self.params = None
         self.norm = (0.0, 1.0)
         self.last: dict = {}
         self.generate_s = 0.0
-        self.ptx = None
+        self.ptx = None  # a pre-training batch iterator for PPO-ptx
 
-    # -- set-up by the loop ------------------------------------------------------------------------------------------
-    def attach(self, mesh, rules, params) -> str:
-        """Load the frozen reference and reward model onto the mesh (fresh start and resume alike)."""
-        self.mesh, self.rules = mesh, rules
-        init_from = self.pc.init_from
-        if init_from:
-            self.ref = load_params(init_from, abstract_params(Transformer(self.spec), mesh, rules))
-        else:  # from scratch (tests): the reference is the initial policy
-            self.ref = jax.tree.map(jnp.copy, params["policy"])
-        lines = [f"reference policy: {init_from or 'the initial policy'}"]
+    @property
+    def settings(self) -> Settings:
+        return self.engine.settings
+
+    def attach(self, layout, frozen: dict) -> str:
+        self.engine.attach(layout, frozen["reference"], frozen.get("reward_model"))
+        lines = [f"reference policy: {self.reference_from or 'the initial policy'}"]
         if self.skipped_prompts:
-            lines.append(f"{self.skipped_prompts} prompts longer than {self.p} tokens skipped")
-        if self.reward_fn is None:
-            self.rm = load_params(self.cfg.reward_from, abstract_params(ScalarModel(self.spec), mesh, rules))
+            lines.append(f"{self.skipped_prompts} prompts longer than {self.engine.p} tokens skipped")
+        if self.engine.reward_fn is None:
             stats = read_stats(self.cfg.reward_from)
             if self.cfg.normalize_score and stats:
                 self.norm = (stats["mean"], stats["std"])
@@ -159,11 +152,10 @@ class Rollouts:
     def set_params(self, params) -> None:
         self.params = params
 
-    # -- the iterator ------------------------------------------------------------------------------------------------
     def _next_prompts(self, n: int) -> list[int]:
         out = []
         while len(out) < n:
-            order = np.random.default_rng([self.pc.seed, 17, self.prompt_epoch]).permutation(len(self.fits))
+            order = np.random.default_rng([self.seed, 17, self.prompt_epoch]).permutation(len(self.fits))
             take = order[self.prompt_index:self.prompt_index + n - len(out)]
             out += [self.fits[i] for i in take]
             self.prompt_index += len(take)
@@ -174,42 +166,28 @@ class Rollouts:
     def _rollout(self) -> None:
         t0 = time.perf_counter()
         ids = self._next_prompts(self.cfg.rollout_prompts)
-        key = jax.random.fold_in(jax.random.PRNGKey(self.pc.seed + 101), self.rollouts)
-        prompts = [self.prompt_tokens[i] for i in ids]
-        tok = self.data.tokenizer
-        gen = generate(Transformer(self.spec), self.params["policy"], prompts, key, self.sampling,
-                       stop_ids=self.stop_ids, pad_id=tok.pad_id, batch_multiple=batch_divisor(self.mesh, self.rules),
-                       vocab_size=tok.vocab_size)
-        responses = [g["tokens"] for g in gen]
-        arr = rollout_arrays(prompts, responses, self.p, self.t, self.stop_ids, tok.pad_id)
-        scored = to_host(self.scorer(self.params, self.ref, self.rm, arr["inputs"], arr["mask"]))
-        texts = [self.data.template.reply_text(r) for r in responses]
-        raw = scored["raw_score"]
-        if self.reward_fn is not None:
-            raw = np.asarray(self.reward_fn([tok.decode(p) for p in prompts], texts), np.float32)
-        out = to_host(advantages_jit(raw, arr["has_eos"], scored["old_logp"], scored["ref_logp"],
-                                            scored["old_values"], arr["resp_mask"], self.beta, *self.norm,
-                                            s=self.settings))
+        key = jax.random.fold_in(jax.random.PRNGKey(self.seed + 101), self.rollouts)
+        ro = self.engine.run(self.params, [self.prompt_tokens[i] for i in ids], key)
+        arr, scored, raw = ro.arrays, ro.scored, ro.scored["raw_score"]
+        out = self.engine.layout.to_host(gae_advantages_jit(
+            raw, arr["has_eos"], scored["old_logp"], scored["ref_logp"], scored["old_values"], arr["resp_mask"],
+            self.kl.beta, *self.norm, s=self.settings))
         m = arr["resp_mask"]
         kl_mean = float(np.mean(out["kl"]))
         self.last = {"rm_score": float(np.mean(raw)), "score": float(np.mean(out["score"])), "kl": kl_mean,
                      "entropy": float((scored["entropy"] * m).sum() / max(m.sum(), 1)),
                      "response_len": float(m.sum(1).mean()), "eos_frac": float(arr["has_eos"].mean()),
-                     "beta": float(self.beta)}
+                     "beta": float(self.kl.beta)}
         items = [self.data.train[i].item for i in ids]
         if all(it is not None for it in items):
+            from jaxllm.data.pref_world import judge
             self.last["judge"] = float(np.mean([judge(it, x, bool(e))["score"]
-                                                for it, x, e in zip(items, texts, arr["has_eos"])]))
-        if self.cfg.kl_target is not None:
-            self.beta = rl_math.adaptive_kl_beta(self.beta, kl_mean, len(ids), self.cfg.kl_target, self.cfg.kl_horizon)
+                                                for it, x, e in zip(items, ro.texts, arr["has_eos"])]))
+        self.kl.update(kl_mean, len(ids))
         rows = {"inputs": arr["inputs"], "mask": arr["mask"], "resp_mask": m, "old_logp": scored["old_logp"],
                 "old_values": scored["old_values"], "advantages": out["advantages"], "returns": out["returns"]}
-        rng = np.random.default_rng([self.pc.seed, 29, self.rollouts])
-        for _ in range(self.cfg.ppo_epochs):
-            order = rng.permutation(len(ids))
-            for i in range(0, len(ids), self.batch):
-                sel = order[i:i + self.batch][self.offset:self.offset + self.local]
-                self.buffer.append({k: np.asarray(v[sel]) for k, v in rows.items()})
+        rng = np.random.default_rng([self.seed, 29, self.rollouts])
+        self.buffer += minibatches(rows, self.batch, self.cfg.ppo_epochs, rng, self.offset, self.local)
         self.rollouts += 1
         self.generate_s += time.perf_counter() - t0
 
@@ -221,86 +199,125 @@ class Rollouts:
             batch.update({f"ptx_{k}": v for k, v in next(self.ptx).items()})
         return batch
 
-    def __iter__(self):
-        return self
-
-    def log_metrics(self) -> dict:
+    def metrics(self) -> dict:
         out = {**self.last, "generate_s": self.generate_s}
         self.generate_s = 0.0
         return out
 
     def state(self) -> dict:
         """A resumed run starts a fresh rollout (with the restored policy) after the last finished one."""
-        return {"rollouts": self.rollouts, "beta": self.beta, "prompt_epoch": self.prompt_epoch,
+        return {"rollouts": self.rollouts, "beta": self.kl.beta, "prompt_epoch": self.prompt_epoch,
                 "prompt_index": self.prompt_index}
 
     def restore(self, state: dict) -> None:
-        self.rollouts, self.beta = state["rollouts"], state["beta"]
+        self.rollouts, self.kl.beta = state["rollouts"], state["beta"]
         self.prompt_epoch, self.prompt_index = state["prompt_epoch"], state["prompt_index"]
         self.buffer = []
 
 
-def evaluate_policy(source: Rollouts, params, prompts: list[RlPrompt], key_seed: int = 7) -> dict[str, float]:
-    """Held-out prompts: greedy answers (judge, reward model score, stop rate), plus KL(policy || reference)
-    estimated from responses sampled at the rollout temperature (mean per-response sum of log pi - log ref)."""
-    if not prompts:
-        return {}
-    tok, tpl = source.data.tokenizer, source.data.template
-    prompts = [p for p in prompts if len(tpl.prompt(p.conversation)) <= source.p]
-    if not prompts:
-        return {}
-    toks = [tpl.prompt(p.conversation) for p in prompts]
-    div = batch_divisor(source.mesh, source.rules)
-    out = {}
-    for name, sampling in (("greedy", dataclasses.replace(source.sampling, temperature=0.0)), ("sampled", source.sampling)):
-        gen = generate(Transformer(source.spec), params["policy"], toks, jax.random.PRNGKey(key_seed), sampling,
-                       stop_ids=source.stop_ids, pad_id=tok.pad_id, batch_multiple=div, vocab_size=tok.vocab_size)
-        resp = [g["tokens"] for g in gen]
-        arr = rollout_arrays(toks, resp, source.p, source.t, source.stop_ids, tok.pad_id)
-        n = len(toks)
-        pad = (-n) % div
-        inputs = np.concatenate([arr["inputs"], arr["inputs"][:1].repeat(pad, 0)])
-        mask = np.concatenate([arr["mask"], arr["mask"][:1].repeat(pad, 0)])
-        scored = to_host(source.scorer(params, source.ref, source.rm, inputs, mask))
-        m = arr["resp_mask"]
-        if name == "sampled":
-            out["eval_kl"] = float(((scored["old_logp"][:n] - scored["ref_logp"][:n]) * m).sum(1).mean())
-            continue
-        texts = [tpl.reply_text(r) for r in resp]
-        if source.reward_fn is None:
-            out["eval_rm_score"] = float(np.mean(scored["raw_score"][:n]))
-        out["eval_stop"] = float(arr["has_eos"].mean())
-        out["eval_response_len"] = float(m.sum(1).mean())
-        if all(p.item is not None for p in prompts):
-            js = [judge(p.item, x, bool(e)) for p, x, e in zip(prompts, texts, arr["has_eos"])]
-            out["eval_judge"] = float(np.mean([j["score"] for j in js]))
-    return out
+def ppo_loss(model: ActorCritic, t: int, s: Settings, clip: float, value_clip: float, vf_coef: float,
+             ptx_coef: float = 0.0):
+    """The PPO loss in the objective interface: token sums over the batch's response tokens.
+
+    ``loss_sum = sum_tokens(clipped policy loss) + vf_coef * sum_tokens(clipped value loss)``, denominator
+    = response tokens, so the step's division gives token means over the global batch. PPO-ptx adds
+    ``ptx_coef`` times the mean pre-training NLL of the batch's ``ptx_*`` rows (scaled by the token count).
+    """
+    from jaxllm.objectives.pretrain import token_nll
+
+    def loss(params, batch, frozen=None, rng=None):
+        del frozen, rng  # dropout stays off in PPO: log-probs must match the rollout's
+        positions, segments = layout(batch["mask"])
+        logits, values = model.apply({"params": params}, batch["inputs"], positions, segments)
+        targets = batch["inputs"][:, batch["inputs"].shape[1] - t:]
+        logp = token_logprobs(response_logits(logits, t), targets, s.vocab_size, s.temperature)
+        v = response_logits(values[..., None], t)[..., 0]
+        m = batch["resp_mask"]
+        pg, pm = rl_math.policy_loss(logp, batch["old_logp"], batch["advantages"], m, clip)
+        vf = rl_math.value_loss(v, batch["old_values"], batch["returns"], m, value_clip)
+        n = jnp.sum(m)
+        loss_sum = pg + vf_coef * vf
+        metrics = {"policy_loss": (pg, n), "value_loss": (vf, n), "clip_frac": (pm["clip_frac"], n),
+                   "approx_kl": (pm["approx_kl"], n), "ratio": (pm["ratio"], n),
+                   "value_error": (jnp.sum((v - batch["returns"]) ** 2 * m), n)}
+        if ptx_coef:
+            ptx_logits = model.apply({"params": params}, batch["ptx_inputs"], batch["ptx_positions"],
+                                     batch["ptx_segment_ids"], method=lambda mdl, *a: mdl.policy(*a))
+            nll = token_nll(ptx_logits, batch["ptx_targets"])
+            ptx_n = jnp.maximum(jnp.sum(batch["ptx_loss_mask"]), 1.0)
+            ptx = jnp.sum(nll * batch["ptx_loss_mask"]) / ptx_n
+            loss_sum = loss_sum + ptx_coef * ptx * n
+            metrics["ptx_loss"] = (ptx * n, n)
+        return loss_sum, n, metrics
+
+    return loss
 
 
-def build_ppo(cfg: Config, model: ActorCritic, data: PpoData, process_index: int = 0, process_count: int = 1) -> Objective:
+def _ptx_batches(cfg: Config, tokenizer, process_index: int, process_count: int):
+    """PPO-ptx's pre-training rows from ``objective.ppo.ptx`` (the built-in corpus by default)."""
+    from jaxllm.data.packing import BatchIterator
+    from jaxllm.data.prepare import tokenize
+    from jaxllm.data.sources import load_documents
+
+    ptx, t = cfg.objective.ppo.ptx, cfg.train
+    docs, _ = load_documents(dataclasses.replace(cfg.data, source=ptx.source, paths=ptx.paths, field=ptx.field))
+    return BatchIterator(tokenize(tokenizer, docs), t.seq_len, t.batch_size, seed=cfg.seed,
+                         process_index=process_index, process_count=process_count)
+
+
+def build_ppo(cfg: Config, model: ActorCritic, data: PromptData, process_index: int = 0, process_count: int = 1) -> Objective:
     pc, t = cfg.objective.ppo, cfg.train
-    source = Rollouts(cfg, model.spec, data, process_index, process_count)
+    source = PpoRollouts(cfg, model.spec, data, process_index, process_count)
     if pc.ptx_coef:
-        from jaxllm.data.packing import BatchIterator
-        from jaxllm.data.prepare import tokenize
-        from jaxllm.data.sources import load_documents
-        docs, _ = load_documents(dataclasses.replace(cfg.data, source="builtin"))
-        source.ptx = BatchIterator(tokenize(data.tokenizer, docs), t.seq_len, t.batch_size, seed=cfg.seed,
-                                   process_index=process_index, process_count=process_count)
+        source.ptx = _ptx_batches(cfg, data.tokenizer, process_index, process_count)
+    policy, critic = Transformer(model.spec), ScalarModel(model.spec)
+    init = {}
+    if cfg.init_from:
+        init["policy"] = Params(policy, cfg.init_from)
+    if pc.reward_from:
+        init["critic"] = Params(critic, pc.reward_from)
+    # from scratch (tests), the reference is a copy of the initial policy
+    frozen = {"reference": Params(policy, cfg.init_from, copy=None if cfg.init_from else "policy")}
+    if not pc.reward_fn:
+        frozen["reward_model"] = Params(critic, pc.reward_from)
 
-    def init_params(fresh, mesh, rules):
-        out = dict(fresh)
-        if cfg.init_from:
-            out["policy"] = load_params(cfg.init_from, abstract_params(Transformer(model.spec), mesh, rules))
-        if pc.reward_from:
-            out["critic"] = load_params(pc.reward_from, abstract_params(ScalarModel(model.spec), mesh, rules))
-        return out
+    def evaluate(params, frozen_params):
+        metrics, _, _ = evaluate_policy(source.engine, params, data.eval, with_rm=source.engine.reward_fn is None)
+        return {f"eval_{k}": v for k, v in metrics.items()}
 
-    loss = ppo_loss(model, source.t, source.settings, pc.clip, pc.value_clip, pc.vf_coef, pc.ptx_coef)
+    loss = ppo_loss(model, pc.max_new_tokens, source.settings, pc.clip, pc.value_clip, pc.vf_coef, pc.ptx_coef)
     tpl = data.template
     return Objective("ppo", loss, source, [], tokens_per_step=t.batch_size * t.seq_len,
-                     prompt=lambda text: tpl.prompt([Message("user", text)]), stop_ids=tpl.stop_ids,
-                     init_params=init_params, evaluate=lambda params: evaluate_policy(source, params, data.eval),
-                     sample_params=lambda params: params["policy"],
-                     flops_per_token=functools.partial(train_flops_per_token, trunks=2))  # policy + critic (PPO-ptx
+                     init=init, frozen=frozen, prompt=lambda text: tpl.prompt([Message("user", text)]),
+                     stop_ids=tpl.stop_ids, evaluate=evaluate, sample_params=lambda params: params["policy"],
+                     flops_per_token=functools.partial(train_flops_per_token, trunks=2),  # policy + critic (PPO-ptx
                      # rows, when on, are not counted)
+                     progress_metrics=("score", "kl", "judge", "eos_frac"))
+
+
+def load(cfg: Config, run_dir: Path | None) -> PromptData:
+    return load_prompt_data(cfg, run_dir, cfg.objective.ppo.eval_prompts)
+
+
+def validate(cfg: Config) -> None:
+    pc, t = cfg.objective.ppo, cfg.train
+    if cfg.data.source not in ("builtin", "jsonl"):
+        raise ConfigError(f"data.source = {cfg.data.source!r} with objective.name = 'ppo': it reads prompts from "
+                          "data.source=builtin (the preference world) or data.source=jsonl (data.paths).")
+    if not (pc.reward_from or pc.reward_fn):
+        raise ConfigError("objective.name = 'ppo' needs objective.ppo.reward_from (a reward model run dir) or "
+                          "objective.ppo.reward_fn ('module:function').")
+    if pc.max_new_tokens >= t.seq_len:
+        raise ConfigError(f"objective.ppo.max_new_tokens = {pc.max_new_tokens} leaves no room for the prompt in "
+                          f"train.seq_len = {t.seq_len}; raise train.seq_len or lower max_new_tokens.")
+    if pc.rollout_prompts % t.batch_size:
+        raise ConfigError(f"objective.ppo.rollout_prompts = {pc.rollout_prompts} is not a multiple of "
+                          f"train.batch_size = {t.batch_size} (the PPO minibatch); make it one.")
+    if pc.ptx_coef and pc.ptx.source in ("text", "jsonl") and not pc.ptx.paths:
+        raise ConfigError(f"objective.ppo.ptx.source = {pc.ptx.source!r} needs objective.ppo.ptx.paths (files or globs).")
+
+
+SPEC = ObjectiveSpec("ppo", load=load, build=build_ppo, model=ActorCritic, config=PpoConfig, validate=validate,
+                     report=lambda stats: [*data_lines(stats), *prompt_lines(stats)],
+                     parts={"policy": Part("policy", "lm"), "critic": Part("critic", "scalar")},
+                     doc="RLHF: the policy from init_from learns from a reward model, with a KL leash")

@@ -12,9 +12,10 @@ import jax.numpy as jnp
 
 from jaxllm.config.schema import Config
 from jaxllm.data.packing import BatchIterator, eval_batches
-from jaxllm.data.prepare import PretrainData
+from jaxllm.data.prepare import PretrainData, load_pretrain_data
+from jaxllm.data.report import data_lines
 from jaxllm.model.transformer import Transformer
-from jaxllm.objectives.base import Objective
+from jaxllm.objectives.base import Objective, ObjectiveSpec
 from jaxllm.objectives.lm_head import token_nll_and_hits
 
 
@@ -55,3 +56,7 @@ def build_pretrain(cfg: Config, model: Transformer, data: PretrainData,
                            process_index=process_index, process_count=process_count)
     evals = eval_batches(eval_stream, t.seq_len, t.batch_size, t.eval_batches, process_index, process_count)
     return Objective("pretrain", make_lm_loss(model, t.loss_chunk), source, evals, tokens_per_step=t.batch_size * t.seq_len)
+
+
+SPEC = ObjectiveSpec("pretrain", load=load_pretrain_data, build=build_pretrain, report=data_lines, chat=False,
+                     doc="next-token prediction on packed documents")

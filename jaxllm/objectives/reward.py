@@ -17,40 +17,35 @@ from __future__ import annotations
 import functools
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxllm.config.schema import Config
+from jaxllm.config.schema import Config, option
 from jaxllm.data.chat import user
 from jaxllm.data.packing import RowBatches, fixed_batches, take_rows
-from jaxllm.data.pref_data import PrefData
+from jaxllm.data.pref_data import PrefData, load_pref_data
+from jaxllm.data.report import data_lines
+from jaxllm.errors import ConfigError
 from jaxllm.model import Transformer
 from jaxllm.model.flops import train_flops_per_token
-from jaxllm.model.scalar import ScalarModel, trunk_params
-from jaxllm.objectives.base import Objective
-from jaxllm.objectives.rl_math import last_index, ranking_loss
-from jaxllm.parallel.sharding import to_host
-from jaxllm.train.checkpoint import load_params
-from jaxllm.train.state import abstract_params
+from jaxllm.model.scalar import ScalarModel, layout, sequence_scores, trunk_params  # noqa: F401 (re-exported)
+from jaxllm.objectives.base import Objective, ObjectiveSpec, Params, Part
+from jaxllm.rl.math import ranking_loss
 
 STATS_FILE = "reward_stats.json"
 
 
-def layout(mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(positions, segment_ids)`` for rows padded anywhere: positions count real tokens, pads are segment 0."""
-    m = mask.astype(jnp.int32)
-    return jnp.maximum(jnp.cumsum(m, axis=-1) - 1, 0), m
-
-
-def sequence_scores(model: ScalarModel, params, tokens: jax.Array, mask: jax.Array, rng=None) -> jax.Array:
-    """``tokens, mask [N, L] -> [N]``: the head's output at each row's last real token."""
-    positions, segments = layout(mask)
-    out = model.apply({"params": params}, tokens, positions, segments, deterministic=rng is None,
-                      rngs={"dropout": rng} if rng is not None else {})
-    return jnp.take_along_axis(out, last_index(mask)[:, None], axis=1)[:, 0]
+@dataclass
+class RewardConfig:
+    margin: float = option(0.0, doc="Ranking loss -log sigmoid(r_better - r_worse - margin); 0 = the usual loss.")
+    builtin_prompts: int = option(2400, min=10, doc="Built-in rankings (data.source builtin): train prompts of the "
+                                                    "preference world, K = 4 ranked answers each.")
+    max_responses: int = option(4, min=2, doc="K: responses per prompt in a batch element (rankings longer than this "
+                                              "are cut to their best K; shorter ones are padded and masked).")
 
 
 def make_reward_loss(model: ScalarModel, margin: float = 0.0):
@@ -70,25 +65,20 @@ def make_reward_loss(model: ScalarModel, margin: float = 0.0):
     return loss
 
 
-def load_trunk(init_from: str, spec, mesh, rules) -> dict:
-    """An LM checkpoint's parameters as a scalar model's trunk (its lm_head, if any, dropped)."""
-    return trunk_params(load_params(init_from, abstract_params(Transformer(spec), mesh, rules)))
-
-
-def score_stats(model: ScalarModel, params, arrays: dict, batch: int, mesh, rules, limit: int = 2048) -> dict:
+def score_stats(model: ScalarModel, params, arrays: dict, batch: int, layout, limit: int = 2048) -> dict:
     """Mean and std of the scores of up to ``limit`` ranked responses (for PPO's normalisation)."""
-    from jaxllm.parallel.sharding import batch_divisor, global_batch
     fn = jax.jit(lambda p, t, m: sequence_scores(model, p, t, m))
     n, k, length = arrays["tokens"].shape
     tokens = arrays["tokens"].reshape(n * k, length)
     mask = arrays["mask"].reshape(n * k, length)
     keep = (np.arange(k)[None, :] < arrays["n_ranked"][:, None]).reshape(-1)
     tokens, mask = tokens[keep][:limit], mask[keep][:limit]
-    step = max(batch // batch_divisor(mesh, rules), 1) * batch_divisor(mesh, rules)
+    div = layout.batch_divisor
+    step = max(batch // div, 1) * div
     scores = []
     for i in range(0, len(tokens) - step + 1, step):
-        g = global_batch({"t": tokens[i:i + step], "m": mask[i:i + step]}, mesh, rules)
-        scores.append(to_host(fn(params, g["t"], g["m"])))
+        g = layout.global_batch({"t": tokens[i:i + step], "m": mask[i:i + step]})
+        scores.append(layout.to_host(fn(params, g["t"], g["m"])))
     s = np.concatenate(scores) if scores else np.zeros(1)
     return {"mean": float(s.mean()), "std": float(max(s.std(), 1e-6)), "responses": int(len(s))}
 
@@ -111,13 +101,11 @@ def build_reward(cfg: Config, model: ScalarModel, data: PrefData, process_index:
                           process_index, process_count)
     k = data.train["tokens"].shape[1]
 
-    def init_params(fresh, mesh, rules):
-        if not cfg.init_from:
-            return fresh
-        return {**fresh, "trunk": load_trunk(cfg.init_from, model.spec, mesh, rules)}
+    # the trunk from an LM run (its lm_head, if any, dropped); the head starts fresh
+    init = {"trunk": Params(Transformer(model.spec), cfg.init_from, select=trunk_params)} if cfg.init_from else {}
 
-    def finish(params, run_dir, mesh, rules):
-        stats = score_stats(model, params, data.train, t.batch_size * k, mesh, rules)
+    def finish(params, run_dir, layout):
+        stats = score_stats(model, params, data.train, t.batch_size * k, layout)
         if jax.process_index() == 0:
             (Path(run_dir) / STATS_FILE).write_text(json.dumps(stats, indent=1) + "\n")
         return f"reward scores over {stats['responses']} training responses: mean {stats['mean']:.3f}, std {stats['std']:.3f}"
@@ -125,5 +113,27 @@ def build_reward(cfg: Config, model: ScalarModel, data: PrefData, process_index:
     tpl = data.template
     return Objective("reward", make_reward_loss(model, cfg.objective.reward.margin), source, evals,
                      tokens_per_step=t.batch_size * k * t.seq_len, prompt=lambda text: tpl.prompt([user(text)]),
-                     stop_ids=tpl.stop_ids, init_params=init_params, finish=finish, sample_params=None,
+                     stop_ids=tpl.stop_ids, init=init, finish=finish, sample_params=None,
                      flops_per_token=functools.partial(train_flops_per_token, lm_head=False))
+
+
+def load(cfg: Config, run_dir: Path | None) -> PrefData:
+    rc = cfg.objective.reward
+    return load_pref_data(cfg, run_dir, rc.max_responses, rc.builtin_prompts)
+
+
+def validate(cfg: Config) -> None:
+    if cfg.data.source not in ("builtin", "jsonl"):
+        raise ConfigError(f"data.source = {cfg.data.source!r} with objective.name = 'reward': it reads rankings or pairs "
+                          "from data.source=builtin (the preference world) or data.source=jsonl (data.paths).")
+
+
+def report(stats: dict) -> list[str]:
+    rk = stats["rankings"]
+    return [*data_lines(stats), f"{rk['train']} rankings of up to {rk['k']} responses for training, {rk['eval']} held out; "
+            f"{rk['cut']} responses cut at train.seq_len (oldest prompt tokens dropped)"]
+
+
+SPEC = ObjectiveSpec("reward", load=load, build=build_reward, model=ScalarModel, config=RewardConfig, validate=validate,
+                     report=report, parts={"reward": Part(None, "scalar")},
+                     doc="a scalar head on the SFT trunk learns K-wise rankings")

@@ -8,13 +8,40 @@ but never attend to each other (segment ids).
 
 from __future__ import annotations
 
-from jaxllm.config.schema import Config
+from dataclasses import dataclass
+from pathlib import Path
+
+from jaxllm.config.schema import Config, option
 from jaxllm.data.chat import user
 from jaxllm.data.packing import RowBatches, fixed_batches, take_rows
-from jaxllm.data.sft_data import SftData
+from jaxllm.data.report import data_lines
+from jaxllm.data.sft_data import SftData, load_sft_data
+from jaxllm.errors import ConfigError
 from jaxllm.model.transformer import Transformer
-from jaxllm.objectives.base import Objective
+from jaxllm.objectives.base import Objective, ObjectiveSpec
 from jaxllm.objectives.pretrain import make_lm_loss
+
+
+@dataclass
+class SftConfig:
+    train_on: str = option("all_assistant", choices=("all_assistant", "last_assistant"),
+                           doc="Which assistant turns are targets: every one, or only each conversation's last.")
+
+
+def load(cfg: Config, run_dir: Path | None) -> SftData:
+    return load_sft_data(cfg, run_dir, cfg.objective.sft.train_on)
+
+
+def validate(cfg: Config) -> None:
+    if cfg.data.source not in ("builtin", "jsonl"):
+        raise ConfigError(f"data.source = {cfg.data.source!r} with objective.name = 'sft': SFT reads chats from "
+                          "data.source=builtin (the built-in world) or data.source=jsonl (data.paths, data.chat_format).")
+
+
+def report(stats: dict) -> list[str]:
+    p, c = stats["packing"], stats["conversations"]
+    return [*data_lines(stats), f"packed {c['train']} conversations into {p['rows']} rows ({p['fill']:.0%} filled, "
+            f"{p['target_tokens']:,} target tokens, {p['truncated']} cut at train.seq_len); {c['eval']} held out for evaluation"]
 
 
 def build_sft(cfg: Config, model: Transformer, data: SftData,
@@ -30,3 +57,7 @@ def build_sft(cfg: Config, model: Transformer, data: SftData,
     tpl = data.template
     return Objective("sft", make_lm_loss(model, t.loss_chunk), source, evals, tokens_per_step=t.batch_size * t.seq_len,
                      prompt=lambda text: tpl.prompt([user(text)]), stop_ids=tpl.stop_ids)
+
+
+SPEC = ObjectiveSpec("sft", load=load, build=build_sft, config=SftConfig, validate=validate, report=report,
+                     doc="chats; loss on the assistant's tokens only")

@@ -1,8 +1,8 @@
 """The pipeline's report: every stage's policy answers the same held-out prompts.
 
-Per stage (pre-trained, SFT, PPO): greedy answers to ``eval_prompts`` held-out
-prompts of the preference world (balanced over the four kinds), scored by the
-rule-based judge (`pref_world.judge`) and by the reward model; KL to the SFT
+Per stage (pre-trained, SFT, PPO), the evaluation PPO itself runs (`rl.evaluate`): greedy
+answers to ``eval_prompts`` held-out prompts of the preference world (balanced over the four
+kinds), scored by the rule-based judge (`pref_world.judge`) and by the reward model; KL to the SFT
 policy from answers sampled at temperature 1 (mean over responses of the summed
 ``log pi - log pi_sft``). The reward model row gives its held-out pairwise
 accuracy. Writes ``<dir>/report.md`` and ``<dir>/ppo_curves.svg`` (reward model
@@ -16,20 +16,17 @@ import json
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from jaxllm.data.chat import user
-from jaxllm.data.pref_world import KINDS, balanced, builtin_prompts, judge
-from jaxllm.model import Transformer
+from jaxllm.data.pref_world import KINDS, balanced, builtin_prompts
 from jaxllm.model.decode import Sampling
 from jaxllm.model.scalar import ScalarModel
-from jaxllm.objectives.reward import sequence_scores
-from jaxllm.objectives.rollout import Settings, policy_logprobs, rollout_arrays
-from jaxllm.parallel.sharding import batch_divisor, to_host
+from jaxllm.parallel.layout import Layout
 from jaxllm.pipeline.plot import svg_curves
-from jaxllm.train.checkpoint import load_params
-from jaxllm.train.state import abstract_params
-from jaxllm.train.step import mesh_context
+from jaxllm.rl.evaluate import evaluate_policy
+from jaxllm.rl.prompts import RlPrompt
+from jaxllm.rl.rollout import RolloutEngine, Settings
+from jaxllm.pretrained import load_params
 
 MAX_NEW = 32
 
@@ -44,51 +41,22 @@ def _last(rows: list[dict], key: str) -> float | None:
     return vals[-1] if vals else None
 
 
-def _answers(loaded, prompts, sampling, key) -> tuple[list[list[int]], list[list[int]], list[str], list[bool]]:
-    tpl = loaded.chat_template
-    toks = [tpl.prompt([user(p.text)]) for p in prompts]
-    out = loaded.generate_tokens(toks, sampling, key, tpl.stop_ids)
-    resp = [o["tokens"] for o in out]
-    return toks, resp, [tpl.reply_text(r).strip() for r in resp], [bool(r) and r[-1] in tpl.stop_ids for r in resp]
-
-
 def evaluate_stage(loaded, ref_params, rm_params, prompts) -> tuple[dict, list[str]]:
-    """Judge metrics, reward-model score and KL to the reference for one policy; and its greedy answers."""
-    spec, tok = loaded.model.spec, loaded.tokenizer
-    stops = loaded.chat_template.stop_ids
+    """Judge metrics, reward-model score and KL to the reference for one policy (`rl.evaluate`); and its
+    greedy answers."""
+    tpl, tok = loaded.chat_template, loaded.tokenizer
+    items = [RlPrompt([user(p.text)], p) for p in prompts]
+    p_len = max(len(tpl.prompt(q.conversation)) for q in items)
     settings = Settings(1.0, tok.vocab_size, 1.0, 1.0, "k1", 0.0, 0.0, False)
-    policy, scalar = Transformer(spec), ScalarModel(spec)
-    p_len = max(len(loaded.chat_template.prompt([user(p.text)])) for p in prompts)
-
-    @jax.jit
-    def stats(params, ref, rm, inputs, mask):
-        logp, _ = policy_logprobs(policy, params, inputs, mask, MAX_NEW, settings)
-        ref_logp, _ = policy_logprobs(policy, ref, inputs, mask, MAX_NEW, settings)
-        return logp, ref_logp, sequence_scores(scalar, rm, inputs, mask)
-
-    res = {}
-    with mesh_context(loaded.mesh, loaded.cfg.mesh.rules):
-        for name, temp in (("greedy", 0.0), ("sampled", 1.0)):
-            toks, resp, texts, stopped = _answers(loaded, prompts, Sampling(temp, max_new_tokens=MAX_NEW),
-                                                  jax.random.PRNGKey(3))
-            arr = rollout_arrays(toks, resp, p_len, MAX_NEW, stops, tok.pad_id)
-            n, pad = len(toks), -len(toks) % batch_divisor(loaded.mesh, loaded.cfg.mesh.rules)
-            inputs, mask = (np.concatenate([arr[k], arr[k][:1].repeat(pad, 0)]) for k in ("inputs", "mask"))
-            logp, ref_logp, score = (x[:n] for x in to_host(stats(loaded.params, ref_params, rm_params, inputs, mask)))
-            m = arr["resp_mask"]
-            if name == "sampled":
-                res["kl_to_sft"] = float(((logp - ref_logp) * m).sum(1).mean())
-                continue
-            answers = texts
-            js = [judge(p, x, s) for p, x, s in zip(prompts, texts, stopped)]
-            by = {k: [j for p, j in zip(prompts, js) if p.kind == k] for k in KINDS}
-            mean = lambda xs, key: float(np.mean([x[key] for x in xs])) if xs else float("nan")  # noqa: E731
-            res.update(judge=mean(js, "score"), correct=mean(by["factual"], "correct"),
-                       refuses_harmful=mean(by["harmful"], "refused"), complies_harmful=mean(by["harmful"], "complied"),
-                       honest_myth=mean(by["myth"], "honest"), honest_unknowable=mean(by["unknowable"], "honest"),
-                       stops=mean(js, "stopped"),
-                       rm_score=float(score.mean()), words=float(np.mean([len(t.split()) for t in texts])))
-    return res, answers
+    engine = RolloutEngine(loaded.model.spec, p_len, MAX_NEW, Sampling(1.0, max_new_tokens=MAX_NEW), settings, tpl,
+                           critic=False)
+    layout = Layout(loaded.mesh, loaded.cfg.mesh.rules)
+    engine.attach(layout, ref_params, rm_params)
+    with layout.context():
+        metrics, greedy, _ = evaluate_policy(engine, {"policy": loaded.params}, items, key_seed=3)
+    res = {k: v for k, v in metrics.items() if k not in ("kl", "stop", "response_len")}
+    res["kl_to_sft"] = metrics["kl"]
+    return res, [t.strip() for t in greedy.texts]
 
 
 COLUMNS = [("judge", "judge score"), ("correct", "correct (factual)"), ("refuses_harmful", "refuses harmful"),
@@ -114,8 +82,9 @@ def write_report(p, cfgs: dict, times: dict) -> Path:
     prompts = balanced(builtin_prompts(d.builtin_seed, sft_heldout=d.builtin_heldout).heldout, p.eval_prompts,
                        d.builtin_seed)
     sft = load_checkpoint(cfgs["sft"].run.dir)
-    with mesh_context(sft.mesh, sft.cfg.mesh.rules):
-        rm = load_params(cfgs["reward"].run.dir, abstract_params(ScalarModel(sft.model.spec), sft.mesh, sft.cfg.mesh.rules))
+    layout = Layout(sft.mesh, sft.cfg.mesh.rules)
+    with layout.context():
+        rm = load_params(cfgs["reward"].run.dir, layout.abstract_params(ScalarModel(sft.model.spec)))
     rows, answers = {}, {}
     for stage in ("pretrain", "sft", "ppo"):
         loaded = sft if stage == "sft" else load_checkpoint(cfgs[stage].run.dir)

@@ -95,12 +95,6 @@ def _check_shapes(manager: ocp.CheckpointManager, step: int, abstract_params, wh
                         "the model config differs from the one that wrote it.")
 
 
-def run_dir_holding(path: str | Path, name: str) -> Path | None:
-    """The run dir that ``path`` (a run dir, its checkpoints/ or checkpoints/<step>) points into, if it holds ``name``."""
-    p = Path(path)
-    return next((d for d in (p, p.parent, p.parent.parent) if (d / name).is_file()), None)
-
-
 def _find_checkpoint_dir(path: Path) -> tuple[Path, int | None]:
     """Accept a run dir, its checkpoints/ dir, or checkpoints/<step>."""
     if (path / "checkpoints").is_dir():
@@ -111,17 +105,12 @@ def _find_checkpoint_dir(path: Path) -> tuple[Path, int | None]:
 
 
 def load_params(path: str, abstract_params):
-    """Parameters only (for ``init_from``), placed on the shardings in ``abstract_params``."""
+    """Parameters only (for ``init_from``) from a jaxllm run's Orbax checkpoint, placed on the shardings in
+    ``abstract_params``; `jaxllm.pretrained.load_params` also takes a Hugging Face dir."""
     p = Path(path)
     if not p.exists():
         raise UserError(f"init_from = {path!r}: no such directory. Give a run dir, its checkpoints/ dir or checkpoints/<step>, "
                         "or a Hugging Face model directory (config.json + *.safetensors).")
-    from jaxllm.interop.hf import is_hf_dir, load_hf_params, spec_from_hf
-    if is_hf_dir(p):  # a Hugging Face checkpoint, converted on the fly onto the same shardings
-        scalar = "head_kernel" in abstract_params
-        layers = abstract_params["trunk"] if scalar else abstract_params
-        spec = spec_from_hf(p, scan_layers="blocks" in layers)
-        return load_hf_params(p, spec, abstract_params, scalar=scalar)
     directory, step = _find_checkpoint_dir(p)
     manager = ocp.CheckpointManager(directory.absolute(), item_handlers=_handlers(),
                                     options=ocp.CheckpointManagerOptions(create=False))

@@ -29,15 +29,17 @@ from jaxllm.config.schema import Config
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.model import Transformer, param_count, resolve_spec
 from jaxllm.model.decode import Sampling, generate
-from jaxllm.objectives import objective_entry
+from jaxllm.objectives.base import Objective, ObjectiveSpec, Params
+from jaxllm.objectives.registry import get_spec
 from jaxllm.parallel.distributed import check_same_everywhere, is_multiprocess, preemption_service_running
+from jaxllm.parallel.layout import Layout
 from jaxllm.parallel.mesh import describe, make_mesh
-from jaxllm.parallel.sharding import batch_divisor, global_batch, to_host
-from jaxllm.train.checkpoint import Checkpointer, load_params
+from jaxllm.pretrained import load_params
+from jaxllm.train.checkpoint import Checkpointer
 from jaxllm.train.metrics import MetricsLogger, Progress, peak_flops_per_device
 from jaxllm.train.optimizer import make_optimizer
 from jaxllm.train.state import sharded_init
-from jaxllm.train.step import jit_eval_step, jit_train_step, make_eval_step, make_train_step, mesh_context
+from jaxllm.train.step import jit_eval_step, jit_train_step, make_eval_step, make_train_step
 
 
 @dataclasses.dataclass
@@ -115,10 +117,10 @@ def _memory_line(compiled) -> str:
         return f"compiled step memory per device: unavailable ({type(e).__name__})"
 
 
-def _evaluate(eval_fn, params, batches, mesh, rules) -> dict:
+def _evaluate(eval_fn, params, frozen, batches, layout: Layout) -> dict:
     sums = None
     for b in batches:
-        out = to_host(eval_fn(params, global_batch(b, mesh, rules)))
+        out = layout.to_host(eval_fn(params, layout.global_batch(b), frozen))
         sums = out if sums is None else jax.tree.map(np.add, sums, out)
     loss_sum, denom, metrics = sums
     loss = float(loss_sum / max(denom, 1e-9))
@@ -127,37 +129,17 @@ def _evaluate(eval_fn, params, batches, mesh, rules) -> dict:
     return res
 
 
-def _data_report(stats: dict, say: Progress) -> None:
-    """What cleaning removed and which records were skipped, before training starts."""
-    if stats.get("cleaning"):
-        from jaxllm.data.clean import format_report
-        say.write("data cleaning (datatrove):\n" + format_report(stats["cleaning"]))
-    if stats.get("packing"):
-        p, c = stats["packing"], stats["conversations"]
-        say.write(f"packed {c['train']} conversations into {p['rows']} rows ({p['fill']:.0%} filled, "
-                  f"{p['target_tokens']:,} target tokens, {p['truncated']} cut at train.seq_len); "
-                  f"{c['eval']} held out for evaluation")
-    if stats.get("rankings"):
-        rk = stats["rankings"]
-        say.write(f"{rk['train']} rankings of up to {rk['k']} responses for training, {rk['eval']} held out; "
-                  f"{rk['cut']} responses cut at train.seq_len (oldest prompt tokens dropped)")
-    if stats.get("prompts"):
-        say.write(f"{stats['prompts']['train']} prompts for rollouts, {stats['prompts']['eval']} held out for evaluation")
-    if stats.get("skipped_records"):
-        say.write(f"skipped {stats['skipped_records']} bad records (data.on_error=skip), e.g. {stats['skipped_examples'][0]}")
-
-
 @dataclasses.dataclass
 class _Run:
     """What steps 1-2 build: everything the loop needs besides the state."""
 
     cfg: Config
-    mesh: object
+    layout: Layout
     run_dir: Path
     tokenizer: object
     spec: object
     model: Transformer
-    objective: object
+    objective: Objective
     tx: object
     schedule: object
     say: Progress  # prints on process 0 only
@@ -165,21 +147,22 @@ class _Run:
 
 def _prepare(cfg: Config, devices) -> _Run:
     """Steps 1-2: every check a user can fail runs before the run dir is touched."""
-    rules, t = cfg.mesh.rules, cfg.train
+    t = cfg.train
     mesh = make_mesh(cfg.mesh, devices)
-    div = batch_divisor(mesh, rules)
+    layout = Layout(mesh, cfg.mesh.rules)
+    div = layout.batch_divisor
     if (t.batch_size // t.grad_accum) % div:
         raise ConfigError(f"train.batch_size / train.grad_accum = {t.batch_size // t.grad_accum} sequences per micro-batch "
                           f"cannot split over the {div} batch shards of the mesh; make it a multiple of {div}.")
     _check_init_from(cfg.init_from)
     run_dir = Path(cfg.run.dir)
-    entry = objective_entry(cfg.objective.name)
-    data = entry.load(cfg, run_dir)
+    ospec: ObjectiveSpec = get_spec(cfg.objective.name)
+    data = ospec.load(cfg, run_dir)
     tokenizer = data.tokenizer
     check_same_everywhere("the tokenizer", tokenizer.model_proto)
     spec = resolve_spec(cfg.model, tokenizer.vocab_size)
-    model = entry.model(spec)
-    objective = entry.build(cfg, model, data, jax.process_index(), jax.process_count())
+    model = ospec.model(spec)
+    objective = ospec.build(cfg, model, data, jax.process_index(), jax.process_count())
     tx, schedule = make_optimizer(cfg.optimizer, t.steps)
 
     is_main = jax.process_index() == 0
@@ -190,14 +173,22 @@ def _prepare(cfg: Config, devices) -> _Run:
             tokenizer.save(run_dir / "tokenizer.model")
     say = Progress(t.steps, 0, "off", is_main)
     say.write(describe(mesh))
-    _data_report(data.stats, say)
-    return _Run(cfg, mesh, run_dir, tokenizer, spec, model, objective, tx, schedule, say)
+    for line in ospec.report(data.stats):
+        say.write(line)
+    return _Run(cfg, layout, run_dir, tokenizer, spec, model, objective, tx, schedule, say)
+
+
+def _place(p: Params, fresh, layout: Layout, abstract=None):
+    """One declared `Params` on the mesh: read from its checkpoint, or copied from the fresh parameters."""
+    if p.path is None:
+        return jax.tree.map(jax.numpy.copy, fresh if p.copy is None else fresh[p.copy])
+    return p.select(load_params(p.path, abstract if abstract is not None else layout.abstract_params(p.module)))
 
 
 def _initial_state(r: _Run):
     """Step 3: resume from the run dir, else a fresh sharded init (with ``init_from`` parameters)."""
-    cfg = r.cfg
-    init, shardings, abstract = sharded_init(r.model, r.tx, cfg.train.seq_len, r.mesh, cfg.mesh.rules)
+    cfg, obj, layout = r.cfg, r.objective, r.layout
+    init, shardings, abstract = sharded_init(r.model, r.tx, cfg.train.seq_len, layout.mesh, layout.rules)
     ckpt = Checkpointer(r.run_dir / "checkpoints", cfg.checkpoint) if cfg.checkpoint.enabled else None
     latest = ckpt.latest_step() if ckpt else None
     if latest is not None:
@@ -206,46 +197,66 @@ def _initial_state(r: _Run):
         r.say.write(f"resumed from {r.run_dir / 'checkpoints'} at step {latest}")
     else:
         state = init(jax.random.PRNGKey(cfg.seed))
-        if r.objective.init_params:
-            state = state.replace(params=r.objective.init_params(state.params, r.mesh, cfg.mesh.rules))
-        elif cfg.init_from:
-            state = state.replace(params=load_params(cfg.init_from, abstract.params))
+        parts = obj.init if obj.init is not None else ({None: Params(r.model, cfg.init_from)} if cfg.init_from else {})
+        params = dict(state.params)
+        for key, p in parts.items():
+            if key is None:
+                params = _place(p, state.params, layout, abstract.params)
+            else:
+                params[key] = _place(p, state.params, layout)
+        state = state.replace(params=params)
         if cfg.init_from:
             r.say.write(f"parameters taken from {cfg.init_from}")
-    if hasattr(r.objective.train_batches, "attach"):  # frozen models (PPO's reference and reward model)
-        r.say.write(r.objective.train_batches.attach(r.mesh, cfg.mesh.rules, state.params))
-    return state, shardings, abstract, ckpt
+    frozen = {name: _place(p, state.params, layout) for name, p in obj.frozen.items()}
+    if obj.on_policy:
+        r.say.write(obj.train_batches.attach(layout, frozen))
+    return state, frozen, shardings, abstract, ckpt
 
 
-def _compile(r: _Run, state, shardings, abstract, first_batch):
+def _compile(r: _Run, state, frozen, shardings, abstract, first_batch):
     """Step 4: ahead-of-time compile of train and eval steps, and the pre-flight report.
 
     Also returns the seconds one step would take at peak FLOP/s on all devices (MFU = that / step time).
     """
-    rules, t, spec = r.cfg.mesh.rules, r.cfg.train, r.spec
-    step = make_train_step(r.objective.loss, r.tx, r.schedule, t.grad_accum, r.objective.frozen, dropout=spec.dropout > 0)
-    jitted = jit_train_step(step, r.mesh, rules, shardings, first_batch)
+    layout, t, spec, obj = r.layout, r.cfg.train, r.spec, r.objective
+    step = make_train_step(obj.loss, r.tx, r.schedule, t.grad_accum, dropout=spec.dropout > 0)
+    jitted = jit_train_step(step, layout.mesh, layout.rules, shardings, first_batch, frozen)
     eval_fn = None
-    if r.objective.evaluate is None:
-        eval_fn = jit_eval_step(make_eval_step(r.objective.loss, r.objective.frozen), r.mesh, rules, shardings.params,
-                                r.objective.eval_batches[0])
+    if obj.evaluate is None:
+        eval_fn = jit_eval_step(make_eval_step(obj.loss), layout.mesh, layout.rules, shardings.params,
+                                obj.eval_batches[0], frozen)
     t0 = time.perf_counter()
-    compiled = jitted.lower(state, global_batch(first_batch, r.mesh, rules)).compile()
-    flops_tok = r.objective.flops_per_token(spec, t.seq_len)
+    compiled = jitted.lower(state, layout.global_batch(first_batch), frozen).compile()
+    flops_tok = obj.flops_per_token(spec, t.seq_len)
     peak, peak_src = peak_flops_per_device(t.peak_flops_per_device)
     r.say.write(f"model: {spec.family}, {param_count(abstract.params) / 1e6:.2f}M parameters, {spec.n_layers} layers x "
                 f"{spec.d_model}, vocab {spec.vocab_size}, compute {spec.dtype}, attention {spec.attention}; "
                 f"{flops_tok / 1e6:.1f} MFLOP per trained token")
     r.say.write(f"compiled train step in {time.perf_counter() - t0:.1f}s; {_memory_line(compiled)}")
     r.say.write(f"peak {peak / 1e12:.3g} TFLOP/s per device ({peak_src})")
-    for name in _unsharded_report(shardings, abstract, r.mesh):
+    for name in _unsharded_report(shardings, abstract, layout.mesh):
         r.say.write(f"warning: parameter {name} is replicated on every device; add a mesh.rules entry to shard it")
-    return compiled, eval_fn, flops_tok * r.objective.tokens_per_step / (peak * r.mesh.devices.size)
+    return compiled, eval_fn, flops_tok * obj.tokens_per_step / (peak * layout.mesh.devices.size)
 
 
-def _loop(r: _Run, state, compiled, eval_fn, ckpt, first_batch, step_seconds_at_peak):
+def _progress_line(step: int, m: dict, names: tuple[str, ...]) -> str:
+    line = (f"step {step:>6}  loss {m['loss']:.4f}  gnorm {m['grad_norm']:.3f}  lr {m['lr']:.2e}  "
+            f"{m['tokens_per_s']:,.0f} tok/s  mfu {m['mfu']:.1%}")
+    line += "".join(f"  {k} {m[k]:.3g}" for k in names if k in m)
+    if "generate_s" in m:
+        line += f"  generate {m['generate_s']:.1f}s train {m['train_s']:.1f}s"
+    return line
+
+
+def _eval_line(ev: dict) -> str:
+    head = f"eval loss {ev['eval_loss']:.4f}  ppl {ev['eval_ppl']:.2f}" if "eval_loss" in ev else ""
+    rest = "  ".join(f"{k[5:]} {v:.4g}" for k, v in ev.items() if k not in ("eval_loss", "eval_ppl"))
+    return "  ".join(x for x in (head, rest) if x)
+
+
+def _loop(r: _Run, state, frozen, compiled, eval_fn, ckpt, first_batch, step_seconds_at_peak):
     """Step 5: train until train.steps (or stop_at_step, or SIGTERM); log, evaluate, checkpoint."""
-    cfg, t, rules, mesh = r.cfg, r.cfg.train, r.cfg.mesh.rules, r.mesh
+    cfg, t, layout, obj = r.cfg, r.cfg.train, r.layout, r.objective
     is_main = jax.process_index() == 0
     start = int(jax.device_get(state.step))
     stop = min(t.stop_at_step or t.steps, t.steps)
@@ -253,58 +264,52 @@ def _loop(r: _Run, state, compiled, eval_fn, ckpt, first_batch, step_seconds_at_
     progress = Progress(t.steps, start, t.progress, is_main)
     preempt, stopped = _Preemption(is_multiprocess()), False
     history, last_eval, config_dict = [], {}, to_dict(cfg)
-    n_dev = mesh.devices.size
-    batch = global_batch(first_batch, mesh, rules)
+    n_dev = layout.mesh.devices.size
+    batch = layout.global_batch(first_batch)
     t_last, steps_since, step = time.perf_counter(), 0, start
-    source = r.objective.train_batches
-    if hasattr(source, "log_metrics"):
-        source.log_metrics()  # drops the time of the first rollout (made before the step compiled)
-    if r.objective.evaluate and start == 0 and t.eval_every:  # a baseline for the curves (cheap: no loss eval)
-        logger.log(0, r.objective.evaluate(state.params))
+    source = obj.train_batches
+    if obj.on_policy:
+        source.metrics()  # drops the time of the first rollout (made before the step compiled)
+    if obj.evaluate and start == 0 and t.eval_every:  # a baseline for the curves (cheap: no loss eval)
+        logger.log(0, obj.evaluate(state.params, frozen))
     try:
         while step < stop:
             if batch is None:  # fetched here, so a checkpoint's data position counts only consumed batches
-                if hasattr(source, "set_params"):
+                if obj.on_policy:
                     source.set_params(state.params)
-                batch = global_batch(next(source), mesh, rules)
-            state, metrics = compiled(state, batch)
+                batch = layout.global_batch(next(source))
+            state, metrics = compiled(state, batch, frozen)
             batch = None
             step += 1
             steps_since += 1
             if step % t.log_every == 0 or step == stop:
-                m = {k: float(v) for k, v in to_host(metrics).items() if k != "denominator"}
+                m = {k: float(v) for k, v in layout.to_host(metrics).items() if k != "denominator"}
                 dt = time.perf_counter() - t_last
-                tok_s = r.objective.tokens_per_step * steps_since / dt
+                tok_s = obj.tokens_per_step * steps_since / dt
                 m.update(step_time=dt / steps_since, tokens_per_s=tok_s, tokens_per_s_per_device=tok_s / n_dev,
                          mfu=step_seconds_at_peak * steps_since / dt)
-                if hasattr(source, "log_metrics"):  # e.g. PPO's rollout statistics and time spent generating
-                    m.update(source.log_metrics())
+                if obj.on_policy:  # rollout statistics and the time spent generating
+                    m.update(source.metrics())
                     m["train_s"] = dt - m.get("generate_s", 0.0)
                 logger.log(step, m)
                 history.append({"step": step, **m})
                 progress.update(steps_since, f"loss {m['loss']:.3f}, {tok_s:,.0f} tok/s, mfu {m['mfu']:.1%}")
-                rl = "".join(f"  {k} {m[k]:.3g}" for k in ("score", "kl", "judge", "eos_frac") if k in m)
-                if "generate_s" in m:
-                    rl += f"  generate {m['generate_s']:.1f}s train {m['train_s']:.1f}s"
-                progress.write(f"step {step:>6}  loss {m['loss']:.4f}  gnorm {m['grad_norm']:.3f}  lr {m['lr']:.2e}  "
-                               f"{tok_s:,.0f} tok/s  mfu {m['mfu']:.1%}{rl}")
+                progress.write(_progress_line(step, m, obj.progress_metrics))
                 t_last, steps_since = time.perf_counter(), 0
             if (t.eval_every and step % t.eval_every == 0) or step == stop:
-                if r.objective.evaluate:
-                    last_eval = r.objective.evaluate(state.params)
-                    line = "  ".join(f"{k[5:]} {v:.4g}" for k, v in last_eval.items())
+                if obj.evaluate:
+                    last_eval = obj.evaluate(state.params, frozen)
                 else:
-                    last_eval = _evaluate(eval_fn, state.params, r.objective.eval_batches, mesh, rules)
-                    line = f"eval loss {last_eval['eval_loss']:.4f}  ppl {last_eval['eval_ppl']:.2f}"
-                    line += "".join(f"  {k[5:]} {v:.4g}" for k, v in last_eval.items() if k not in ("eval_loss", "eval_ppl"))
+                    last_eval = _evaluate(eval_fn, state.params, frozen, obj.eval_batches, layout)
                 logger.log(step, last_eval)
+                line = _eval_line(last_eval)
                 if line:
                     progress.write(f"step {step:>6}  {line}")
                 t_last = time.perf_counter()  # keep eval time out of the throughput figures
             on_schedule = step % cfg.checkpoint.every == 0 or step == stop
             stopping = preempt.check(step, on_schedule or step % t.log_every == 0)
             if ckpt and (on_schedule or stopping):
-                ckpt.save(state, r.objective.train_batches.state(), config_dict)
+                ckpt.save(state, source.state(), config_dict)
             if stopping:
                 progress.write(f"SIGTERM: saved step {step}, stopping")
                 stopped = True
@@ -326,7 +331,7 @@ def _sample(r: _Run, params) -> str:
     n_new = max(1, min(t.sample_tokens, r.spec.max_seq_len - len(prompt)))
     out = generate(Transformer(r.spec), params, [prompt], jax.random.PRNGKey(r.cfg.seed + 1),
                    Sampling(temperature=t.sample_temperature, max_new_tokens=n_new),
-                   stop_ids=(*obj.stop_ids, tok.eos_id), batch_multiple=batch_divisor(r.mesh, r.cfg.mesh.rules),
+                   stop_ids=(*obj.stop_ids, tok.eos_id), batch_multiple=r.layout.batch_divisor,
                    vocab_size=tok.vocab_size)
     new = [i for i in out[0]["tokens"] if i not in (*obj.stop_ids, tok.eos_id)]
     if obj.prompt:
@@ -341,18 +346,19 @@ def train(cfg: Config, devices=None) -> TrainResult:
     """Run (or resume) the configured training; ``devices`` defaults to all of them."""
     t0 = time.perf_counter()
     r = _prepare(cfg, devices)
-    with mesh_context(r.mesh, cfg.mesh.rules):
-        state, shardings, abstract, ckpt = _initial_state(r)
-        if hasattr(r.objective.train_batches, "set_params"):
-            r.objective.train_batches.set_params(state.params)
-        first = next(r.objective.train_batches)
-        compiled, eval_fn, at_peak = _compile(r, state, shardings, abstract, first)
-        state, history, last_eval, preempted = _loop(r, state, compiled, eval_fn, ckpt, first, at_peak)
-        if r.objective.finish and not preempted:
-            line = r.objective.finish(state.params, r.run_dir, r.mesh, cfg.mesh.rules)
+    obj = r.objective
+    with r.layout.context():
+        state, frozen, shardings, abstract, ckpt = _initial_state(r)
+        if obj.on_policy:
+            obj.train_batches.set_params(state.params)
+        first = next(obj.train_batches)
+        compiled, eval_fn, at_peak = _compile(r, state, frozen, shardings, abstract, first)
+        state, history, last_eval, preempted = _loop(r, state, frozen, compiled, eval_fn, ckpt, first, at_peak)
+        if obj.finish and not preempted:
+            line = obj.finish(state.params, r.run_dir, r.layout)
             if line:
                 r.say.write(line)
-        sampling = cfg.train.sample_tokens and r.objective.sample_params and not preempted
+        sampling = cfg.train.sample_tokens and obj.sample_params and not preempted
         text = _sample(r, state.params) if sampling else None
     if jax.process_index() == 0:
         _write_summary(r.run_dir, int(jax.device_get(state.step)), time.perf_counter() - t0, not preempted)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from jaxllm.parallel.layout import Layout
 from jaxllm.parallel.sharding import logical_to_shardings
 
 
@@ -41,12 +42,8 @@ def init_fn(model: nn.Module, tx: optax.GradientTransformation, seq_len: int):
 
 
 def abstract_params(model: nn.Module, mesh: Mesh, rules: list):
-    """Parameter shapes with their mesh shardings (``ShapeDtypeStruct`` leaves), for restoring onto a mesh."""
-    with nn.logical_axis_rules(()):  # unboxing under active rules would add eager sharding constraints
-        boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32))["params"])
-        shapes = nn.meta.unbox(boxed)
-    shardings = logical_to_shardings(boxed, mesh, rules)
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, shardings)
+    """Parameter shapes with their mesh shardings (`Layout.abstract_params`), for restoring onto a mesh."""
+    return Layout(mesh, rules).abstract_params(model)
 
 
 def sharded_init(model: nn.Module, tx: optax.GradientTransformation, seq_len: int, mesh: Mesh, rules: list):

@@ -1,31 +1,33 @@
 """The pure train and eval steps, and the one helper that builds their jit signature.
 
-``train_step(state, batch) -> (state, metrics)``: gradient accumulation over
+``train_step(state, batch, frozen) -> (state, metrics)``: gradient accumulation over
 ``grad_accum`` micro-batches with ``lax.scan``, exact because losses are
 (sum, denominator) pairs: the gradient is d(sum of loss sums)/d(params)
-divided by the summed denominator, whatever the split.
+divided by the summed denominator, whatever the split. ``frozen`` holds the parameters of
+models the loss reads but never trains (a reference policy): an argument of the jitted step with
+its own shardings, never a closed-over constant.
 """
 
 from __future__ import annotations
 
-import contextlib
+from typing import Any, Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxllm.objectives.base import LossFn
-from jaxllm.parallel.sharding import batch_sharding, rules_tuple
+from jaxllm.parallel.layout import Layout
+from jaxllm.parallel.sharding import batch_sharding
 from jaxllm.train.state import TrainState
 
+# (params, batch, frozen, rng) -> (loss_sum, denominator, {name: (sum, count)}): see objectives/base.py
+LossFn = Callable[..., tuple[Any, Any, dict[str, tuple[Any, Any]]]]
 
-@contextlib.contextmanager
+
 def mesh_context(mesh: Mesh, rules: list):
-    """Mesh and logical rules active while tracing, so activation constraints resolve."""
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules_tuple(rules)):
-        yield
+    """Mesh and logical rules active while tracing (`Layout.context`)."""
+    return Layout(mesh, rules).context()
 
 
 def _split_micro(batch: dict, n: int) -> dict:
@@ -45,8 +47,8 @@ def _sums(loss_fn: LossFn, params, batch, frozen, rng):
 
 
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, schedule, grad_accum: int = 1,
-                    frozen=None, dropout: bool = False):
-    def step(state: TrainState, batch: dict):
+                    dropout: bool = False):
+    def step(state: TrainState, batch: dict, frozen=None):
         rng, step_rng = jax.random.split(state.rng)
         if grad_accum == 1:
             loss_sum, denom, metrics, grads = _sums(loss_fn, state.params, batch, frozen, step_rng if dropout else None)
@@ -78,23 +80,29 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, schedule,
     return step
 
 
-def make_eval_step(loss_fn: LossFn, frozen=None):
-    """``(params, batch) -> (loss_sum, denominator, metric sums)`` with dropout off."""
+def make_eval_step(loss_fn: LossFn):
+    """``(params, batch, frozen) -> (loss_sum, denominator, metric sums)`` with dropout off."""
 
-    def step(params, batch):
+    def step(params, batch, frozen=None):
         return loss_fn(params, batch, frozen, None)
 
     return step
 
 
-def jit_train_step(step, mesh: Mesh, rules: list, state_shardings, example_batch: dict):
+def _frozen_shardings(frozen) -> tuple:
+    return () if frozen is None else (jax.tree.map(lambda x: x.sharding, frozen),)
+
+
+def jit_train_step(step, mesh: Mesh, rules: list, state_shardings, example_batch: dict, frozen=None):
     """jit with explicit shardings (this is pjit): state in/out as the rules say, batch over
-    ``act_batch``'s axes, metrics replicated; the old state's buffers are donated."""
+    ``act_batch``'s axes, ``frozen`` (placed arrays, or None: not passed) as placed, metrics
+    replicated; the old state's buffers are donated."""
     batch_sh = {k: batch_sharding(mesh, rules, v.ndim) for k, v in example_batch.items()}
-    return jax.jit(step, in_shardings=(state_shardings, batch_sh),
+    return jax.jit(step, in_shardings=(state_shardings, batch_sh, *_frozen_shardings(frozen)),
                    out_shardings=(state_shardings, NamedSharding(mesh, P())), donate_argnums=(0,))
 
 
-def jit_eval_step(step, mesh: Mesh, rules: list, param_shardings, example_batch: dict):
+def jit_eval_step(step, mesh: Mesh, rules: list, param_shardings, example_batch: dict, frozen=None):
     batch_sh = {k: batch_sharding(mesh, rules, v.ndim) for k, v in example_batch.items()}
-    return jax.jit(step, in_shardings=(param_shardings, batch_sh), out_shardings=NamedSharding(mesh, P()))
+    return jax.jit(step, in_shardings=(param_shardings, batch_sh, *_frozen_shardings(frozen)),
+                   out_shardings=NamedSharding(mesh, P()))

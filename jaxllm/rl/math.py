@@ -14,6 +14,8 @@ import itertools
 import jax
 import jax.numpy as jnp
 
+from jaxllm.model.scalar import last_index  # noqa: F401 (where a sequence's reward is read)
+
 
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1e-8)
@@ -46,12 +48,6 @@ def ranking_loss(scores: jax.Array, n_ranked: jax.Array, margin: float = 0.0) ->
     per_prompt = jnp.sum(losses, axis=1) / jnp.maximum(jnp.sum(valid, axis=1), 1.0)
     correct = jnp.sum((diff > 0) * valid)
     return jnp.sum(per_prompt), correct, jnp.sum(valid)
-
-
-def last_index(mask: jax.Array) -> jax.Array:
-    """Index of the last 1 in each row of ``mask [B, L]`` (where a reward is read: the EOS, never a pad)."""
-    length = mask.shape[1]
-    return length - 1 - jnp.argmax(mask[:, ::-1], axis=1)
 
 
 def kl_estimate(logp: jax.Array, ref_logp: jax.Array, kind: str = "k1") -> jax.Array:
