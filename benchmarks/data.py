@@ -36,7 +36,7 @@ def main() -> None:
         for clean in (False, True):
             out = Path(tmp) / f"p{int(clean)}"
             cfg = load_config(ROOT / "configs/pretrain/demo.yaml", [
-                f"data.builtin_chars={a.chars}", f"data.prepared_dir={out}", f"data.clean.enabled={clean}"])
+                f"data.builtin.chars={a.chars}", f"data.prepared_dir={out}", f"data.clean.enabled={clean}"])
             t = time.perf_counter()
             stats = prepare_dataset(cfg)
             dt = time.perf_counter() - t

@@ -22,7 +22,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 def tiny_overrides(run_dir, *extra, model="tiny"):
     """Overrides for a fast end-to-end run on a small slice of the built-in corpus."""
     return [
-        f"run.dir={run_dir}", "data.builtin_chars=60000", "data.tokenizer.vocab_size=400", "data.eval_fraction=0.05",
+        f"run.dir={run_dir}", "data.builtin.chars=60000", "data.tokenizer.vocab_size=400", "data.eval_fraction=0.05",
         "train.seq_len=32", "train.batch_size=8", "train.log_every=1", "train.eval_every=0", "train.eval_batches=1",
         "train.sample_tokens=0", "train.progress=off", "optimizer.warmup_steps=2", "log.tensorboard=false",
         *extra,

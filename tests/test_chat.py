@@ -13,8 +13,8 @@ from conftest import SHARED_DATA
 from jaxllm.config.schema import ModelConfig
 from jaxllm.data.chat import ChatTemplate, Message
 from jaxllm.data.chat_sources import parse_hh, read_chat_files
-from jaxllm.data.chat_world import builtin_conversations, builtin_questions, make_world, split_world
-from jaxllm.data.corpus import generate_documents
+from jaxllm.world.chats import builtin_conversations, builtin_questions, make_world, split_world
+from jaxllm.world.corpus import generate_documents
 from jaxllm.data.packing import pack_examples
 from jaxllm.data.sft_data import encode_all
 from jaxllm.data.tokenizer import BOS, train_tokenizer

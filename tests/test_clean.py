@@ -102,7 +102,7 @@ def test_builtin_noise_is_removed_and_reported():
     from jaxllm.config import load_config
     from conftest import ROOT
     from jaxllm.data.sources import load_documents
-    cfg = load_config(ROOT / "configs/pretrain/demo.yaml", ["data.builtin_chars=300000"])
+    cfg = load_config(ROOT / "configs/pretrain/demo.yaml", ["data.builtin.chars=300000"])
     docs, _ = load_documents(cfg.data)
     kept, report = clean_documents(docs, cfg.data.clean)
     by_step = {r["step"]: r for r in report}

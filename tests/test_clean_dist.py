@@ -17,7 +17,7 @@ from jaxllm.config import load_config  # noqa: E402
 from jaxllm.data.clean import clean_documents  # noqa: E402
 from jaxllm.data.sources import load_documents  # noqa: E402
 
-ARGS = ["data", "clean", "pretrain/demo", "data.builtin_chars=200000"]
+ARGS = ["data", "clean", "pretrain/demo", "data.builtin.chars=200000"]
 
 
 def _cli(args, env=None):

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from jaxllm.config.schema import DataConfig
-from jaxllm.data.corpus import generate_documents
+from jaxllm.world.corpus import generate_documents
 from jaxllm.data.packing import BatchIterator, build_stream, eval_batches, pack_rows
 from jaxllm.data.sources import load_documents, split_documents
 from jaxllm.data.tokenizer import BOS, EOS, SPECIAL_PIECES, Tokenizer, train_tokenizer
-from jaxllm.data.world import make_world
+from jaxllm.world.facts import make_world
 from jaxllm.errors import UserError
 
 
@@ -153,7 +153,7 @@ def test_cli_tokenizer_train(tmp_path):
     out = tmp_path / "tok.model"
     env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-m", "jaxllm.cli", "tokenizer", "train", "pretrain/demo",
-                           "data.builtin_chars=50000", "data.tokenizer.vocab_size=500", "--out", str(out)],
+                           "data.builtin.chars=50000", "data.tokenizer.vocab_size=500", "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     tok = Tokenizer.load(out)

@@ -126,7 +126,7 @@ def test_real_corpora_prepare_and_round_trip(tmp_path):
 @needs_shared
 def test_tiny_shakespeare_catalog_offline_equals_own_builder(tmp_path):
     import tensorflow_datasets as tfds
-    from jaxllm.data.sources import BadRecords
+    from jaxllm.data.readers import BadRecords
     from jaxllm.data.tfds_source import build_local_dataset, build_tiny_shakespeare, read_tfds
     data_dir = tmp_path / "tfds"
     build_tiny_shakespeare(str(data_dir), str(SHAKESPEARE))
@@ -144,7 +144,7 @@ def test_tiny_shakespeare_catalog_offline_equals_own_builder(tmp_path):
 
 
 def test_own_tfds_builder_from_jsonl_blocks(tmp_path):
-    from jaxllm.data.sources import BadRecords
+    from jaxllm.data.readers import BadRecords
     from jaxllm.data.tfds_source import build_local_dataset, read_tfds
     (tmp_path / "a.jsonl").write_text('{"body": "first"}\n{"body": "second"}\n')
     build_local_dataset("notes", [str(tmp_path / "a.jsonl")], str(tmp_path / "tfds"), version="2.1.0", fmt="jsonl", field="body")
@@ -186,7 +186,7 @@ def test_processes_read_disjoint_rows_covering_the_epoch(tmp_path, n_proc):
 
 def test_tfrecord_datasets_read_through_tensorflow(tmp_path):
     pytest.importorskip("tensorflow")
-    from jaxllm.data.sources import BadRecords
+    from jaxllm.data.readers import BadRecords
     from jaxllm.data.tfds_source import build_local_dataset, read_tfds
     (tmp_path / "a.txt").write_text("first block\n\nsecond block\n")
     build_local_dataset("tfr", [str(tmp_path / "a.txt")], str(tmp_path / "tfds"), file_format="tfrecord")
@@ -210,7 +210,7 @@ class NoTensorFlow(importlib.abc.MetaPathFinder):  # as if TensorFlow were not i
 sys.meta_path.insert(0, NoTensorFlow())
 _find_spec = importlib.util.find_spec
 importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] == "tensorflow" else _find_spec(name, *a)
-from jaxllm.data.sources import BadRecords
+from jaxllm.data.readers import BadRecords
 from jaxllm.data.tfds_source import build_local_dataset, build_tiny_shakespeare, read_tfds
 build_tiny_shakespeare({str(tmp_path / 'tfds')!r}, {str(SHAKESPEARE)!r})
 build_local_dataset("mine", [{str(SHAKESPEARE)!r}], {str(tmp_path / 'tfds')!r}, document="file")

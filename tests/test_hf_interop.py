@@ -262,7 +262,7 @@ def test_a_llama_checkpoint_converts_fine_tunes_chats_and_exports(tmp_path, caps
     import sentencepiece as spm
 
     from jaxllm.cli import main
-    from jaxllm.data.corpus import generate_documents
+    from jaxllm.world.corpus import generate_documents
     from jaxllm.infer.load import load_checkpoint
 
     sp = io.BytesIO()
@@ -282,7 +282,7 @@ def test_a_llama_checkpoint_converts_fine_tunes_chats_and_exports(tmp_path, caps
     sft_cfg = tmp_path / "sft.yaml"
     sft_cfg.write_text(f"base: [{root}/configs/sft/demo.yaml, {conv}/model.yaml]\ninit_from: {conv}\n"
                        f"run:\n  dir: {tmp_path}/sft\n")
-    assert main(["train", str(sft_cfg), "data.builtin_conversations=300", "data.builtin_behaviour_chats=0",
+    assert main(["train", str(sft_cfg), "data.builtin.conversations=300", "data.builtin.behaviour_chats=0",
                  "train.steps=4", "train.batch_size=8", "train.seq_len=64", "train.log_every=2", "train.eval_every=0",
                  "train.eval_batches=1", "train.sample_tokens=0", "train.progress=off", "optimizer.warmup_steps=1",
                  "log.tensorboard=false", "checkpoint.every=4"]) == 0

@@ -112,8 +112,10 @@ def test_the_loop_uses_only_the_declared_interface():
         assert f'"{name}"' not in src and f"'{name}'" not in src
 
 
-# Which package may import which: the arrows run down only. config reaches the objectives through
-# objectives.registry alone (by name, at load time); the loop sits above the objectives.
+# Which package may import which: the arrows run down only. Two doors go up, each one module, imported
+# inside the one function that needs it: config asks objectives.registry for the objectives' options by
+# name at load time; data.sources opens world.source for `data.source: builtin`. The loop sits above
+# the objectives.
 BASE = {"errors", "config", "run_dir"}
 ALLOWED = {
     "errors": set(),
@@ -121,11 +123,12 @@ ALLOWED = {
     "config": {"errors", "objectives.registry"},
     "parallel": BASE,
     "model": BASE | {"parallel"},
-    "data": BASE,
+    "data": BASE | {"world.source"},
+    "world": BASE | {"data"},
     "train": BASE | {"model", "parallel"},  # the services: state, step, checkpoint, optimizer, metrics
     "pretrained": BASE | {"train.checkpoint", "interop.hf"},
-    "rl": BASE | {"model", "parallel", "data"},
-    "objectives": BASE | {"model", "parallel", "data", "rl"},
+    "rl": BASE | {"model", "parallel", "data", "world.judge"},
+    "objectives": BASE | {"model", "parallel", "data", "world", "rl"},
     "train.loop": BASE | {"model", "parallel", "data", "objectives", "train", "pretrained"},
 }
 
@@ -162,13 +165,14 @@ def test_an_old_run_dir_still_loads_generates_and_seeds_a_new_stage(tmp_path, ca
 
     cfg = load_config(OLD_RUN / "config.yaml")
     assert cfg.objective.sft.train_on == "all_assistant"
-    assert "objective.train_on is now objective.sft.train_on" in capsys.readouterr().err
+    assert cfg.data.builtin.conversations == 200 and cfg.data.builtin.behaviour_chats == 0
+    assert "read objective.train_on as objective.sft.train_on, " in capsys.readouterr().err
     loaded = load_checkpoint(OLD_RUN)
     assert loaded.is_chat_model
     text = loaded.ask("What is the capital of France?", Sampling(0.0, max_new_tokens=4), jax.random.PRNGKey(0))
     assert isinstance(text, str)
     rm = train(load_config(ROOT / "configs/model/tiny.yaml", tiny_overrides(
-        tmp_path / "rm", "objective.name=reward", f"init_from={OLD_RUN}", "objective.reward.builtin_prompts=40",
+        tmp_path / "rm", "objective.name=reward", f"init_from={OLD_RUN}", "data.builtin.rankings=40",
         "train.steps=1", "train.seq_len=64", "optimizer.lr=0", "optimizer.warmup_steps=0", "checkpoint.async_save=false")))
     trunk = rm.state.params["trunk"]  # lr 0: the trunk is still what init_from gave
     np.testing.assert_array_equal(np.asarray(trunk["embed"]), np.asarray(loaded.params["embed"]))

@@ -12,9 +12,9 @@ from jaxllm.errors import ConfigError
 
 STAGE_SETTINGS = {
     "pretrain": ["objective:\n  name: pretrain", "train:\n  steps: 6"],
-    "sft": ["objective:\n  name: sft", "data:\n  builtin_conversations: 300\n  builtin_behaviour_chats: 100",
+    "sft": ["objective:\n  name: sft", "data:\n  builtin:\n    conversations: 300\n    behaviour_chats: 100",
             "train:\n  steps: 4"],
-    "reward": ["objective:\n  name: reward\n  reward:\n    builtin_prompts: 200", "train:\n  steps: 4"],
+    "reward": ["objective:\n  name: reward\ndata:\n  builtin:\n    rankings: 200", "train:\n  steps: 4"],
     "ppo": ["objective:\n  name: ppo\n  ppo:\n    rollout_prompts: 16\n    max_new_tokens: 8\n    eval_prompts: 8",
             "train:\n  steps: 4"],
 }
@@ -24,7 +24,7 @@ def _write_pipeline(tmp_path):
     for stage, parts in STAGE_SETTINGS.items():
         text = f"base: {ROOT / 'configs/model/tiny.yaml'}\n" + "\n".join(parts) + "\n"
         (tmp_path / f"{stage}.yaml").write_text(text)
-    common = ["data.builtin_chars=60000", "data.tokenizer.vocab_size=400", "data.eval_fraction=0.1",
+    common = ["data.builtin.chars=60000", "data.tokenizer.vocab_size=400", "data.eval_fraction=0.1",
               "train.seq_len=48", "train.batch_size=8", "train.log_every=2", "train.eval_every=0",
               "train.eval_batches=1", "train.sample_tokens=0", "train.progress=off", "optimizer.warmup_steps=1",
               "log.tensorboard=false"]

@@ -203,7 +203,7 @@ def test_ptx_run_draws_pretraining_batches(tiny):
 
 def test_prompt_files_take_prompts_and_hh_histories(tmp_path):
     from jaxllm.errors import UserError
-    from jaxllm.rl.prompts import read_prompt_files
+    from jaxllm.data.prompt_data import read_prompt_files
     import json
     f = tmp_path / "prompts.jsonl"
     f.write_text(json.dumps({"prompt": "Hi?"}) + "\n"

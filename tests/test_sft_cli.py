@@ -22,7 +22,7 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("sft")
     train(tiny_config(base / "pre", "train.steps=30", "optimizer.lr=3e-3"))
     sft = train(tiny_config(base / "sft", "objective.name=sft", f"init_from={base / 'pre'}", "train.steps=12",
-                            "data.builtin_conversations=400", "data.builtin_behaviour_chats=100", "train.seq_len=64", "mesh.fsdp=2", "mesh.tensor=2",
+                            "data.builtin.conversations=400", "data.builtin.behaviour_chats=100", "train.seq_len=64", "mesh.fsdp=2", "mesh.tensor=2",
                             "train.sample_tokens=8", "train.sample_prompt=Hello!"))
     return base, sft
 

@@ -259,6 +259,13 @@ def _objective_name(section) -> str | None:
 # Keys that moved: old run dirs' config.yaml still load, with a note naming the new key.
 MOVED_KEYS = {
     "objective.train_on": "objective.sft.train_on",
+    "objective.reward.builtin_prompts": "data.builtin.rankings",
+    "data.builtin_chars": "data.builtin.chars",
+    "data.builtin_seed": "data.builtin.seed",
+    "data.builtin_conversations": "data.builtin.conversations",
+    "data.builtin_behaviour_chats": "data.builtin.behaviour_chats",
+    "data.builtin_heldout": "data.builtin.heldout",
+    "data.builtin_noise": "data.builtin.noise",
 }
 
 
@@ -278,10 +285,12 @@ def upgrade_tree(tree: dict, where: str) -> dict:
     """Move keys of older configs (``MOVED_KEYS``) to where they live now, saying so on stderr."""
     import sys
 
+    moved = []
     for old, new in MOVED_KEYS.items():
         value = _pop_path(tree, old.split("."))
         if value is _MISSING:
             continue
+        moved.append(f"{old} as {new}")
         *parents, last = new.split(".")
         node = tree
         for p in parents:
@@ -289,7 +298,9 @@ def upgrade_tree(tree: dict, where: str) -> dict:
                 node[p] = {}
             node = node[p]
         node.setdefault(last, value)
-        print(f"note: {where}: {old} is now {new}; read as that.", file=sys.stderr)
+    if moved:
+        print(f"note: {where} was written by an older jaxllm; read {', '.join(moved)} "
+              f"(`jaxllm config show {where}` prints it in today's keys).", file=sys.stderr)
     return tree
 
 

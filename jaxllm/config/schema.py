@@ -115,6 +115,23 @@ class CleanConfig:
 
 
 @dataclass
+class BuiltinConfig:
+    """The generated world (`jaxllm.world`): what `data.source: builtin` gives each objective."""
+
+    seed: int = _f(0, doc="Seed of the built-in world (facts, documents, chats, prompts).")
+    chars: int = _f(3_000_000, min=10_000, doc="Pre-training: size of the generated corpus in characters.")
+    noise: float = _f(0.1, min=0.0, max=1.0, doc="Pre-training: extra noisy documents (markup, boilerplate, mojibake, junk, "
+                                                 "spam, fragments, duplicates) mixed in, as a share of the corpus.")
+    conversations: int = _f(4000, min=10, doc="SFT: chats generated about the world.")
+    behaviour_chats: int = _f(1000, min=0, doc="SFT: extra chats on unknowable, myth and harmful prompts, answered well "
+                                               "only about half the time.")
+    heldout: float = _f(0.25, min=0.0, max=0.9, doc="Share of countries and people no SFT chat mentions; "
+                                                    "`jaxllm eval --questions builtin` asks about them.")
+    rankings: int = _f(2400, min=10, doc="Reward model / preference objectives: train prompts of the preference world, "
+                                         "K = 4 ranked answers each.")
+
+
+@dataclass
 class DataConfig:
     source: str = _f("builtin", choices=("builtin", "text", "jsonl", "prepared"), prefixes=("tfds:",),
                      doc="builtin: the generated world corpus; text: plain-text files (documents separated by blank lines); "
@@ -122,26 +139,19 @@ class DataConfig:
                          "tfds:NAME[/CONFIG][:VERSION]: a TensorFlow Datasets dataset in data.data_dir.")
     paths: list = _f(factory=list, doc="Files or globs for text/jsonl sources.")
     field: str = _f("text", doc="Text field of JSONL records and TFDS examples.")
-    builtin_chars: int = _f(3_000_000, min=10_000, doc="Size of the generated built-in corpus in characters.")
-    builtin_seed: int = _f(0, doc="Seed of the built-in world (facts and documents).")
-    builtin_conversations: int = _f(4000, min=10, doc="SFT (source builtin): chats generated about the built-in world.")
-    builtin_behaviour_chats: int = _f(1000, min=0, doc="SFT (source builtin): extra chats on unknowable, myth and "
-                                                       "harmful prompts, answered well only about half the time.")
-    builtin_heldout: float = _f(0.25, min=0.0, max=0.9, doc="SFT (source builtin): share of countries and people no chat "
-                                                            "mentions; `jaxllm eval --questions builtin` asks about them.")
     chat_format: str = _f("auto", choices=("auto", "alpaca", "messages", "sharegpt", "hh"),
                           doc="SFT records in data.paths: alpaca {instruction,input,output|instances}, messages "
                               "{messages:[{role,content}]}, sharegpt {conversations:[{from,value}]}, hh (HH-RLHF "
                               "dialogue in data.field, default chosen); auto = by each record's keys.")
-    builtin_noise: float = _f(0.1, min=0.0, max=1.0, doc="Extra noisy documents (markup, boilerplate, mojibake, junk, spam, "
-                                                        "fragments, duplicates) mixed into the built-in corpus, as a share of it.")
     data_dir: Optional[str] = _f(None, doc="TFDS data directory (null = TFDS's default, ~/tensorflow_datasets).")
     tfds_split: str = _f("train", doc="TFDS split to read (slicing allowed: train[:90%]).")
     prepared_dir: Optional[str] = _f(None, doc="Where `jaxllm data prepare` writes, and what source=prepared reads.")
     on_error: str = _f("raise", choices=("raise", "skip"),
                        doc="Bad records (malformed JSON, missing field, invalid UTF-8): raise names file and line; skip counts them.")
     eval_fraction: float = _f(0.02, min=0.0, max=0.5, doc="Share of documents held out for evaluation.")
+    split_seed: int = _f(0, doc="Seed of the train / held-out split of documents, chats and rankings.")
     shuffle: bool = _f(True, doc="Shuffle packed sequences each epoch (seeded by `seed`).")
+    builtin: BuiltinConfig = _f(factory=BuiltinConfig)
     tokenizer: TokenizerConfig = _f(factory=TokenizerConfig)
     clean: CleanConfig = _f(factory=CleanConfig)
 

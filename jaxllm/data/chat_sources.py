@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from jaxllm.data.chat import ROLES, Conversation, Message
-from jaxllm.data.sources import read_records
+from jaxllm.data.readers import read_records
 
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
 _SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}

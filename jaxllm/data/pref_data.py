@@ -17,7 +17,6 @@ Arrays: ``tokens [N, K, L]`` int32, ``mask [N, K, L]`` (1 on real tokens),
 from __future__ import annotations
 
 import dataclasses
-import random
 from pathlib import Path
 
 import numpy as np
@@ -25,24 +24,22 @@ import numpy as np
 from jaxllm.config.schema import Config
 from jaxllm.data.chat import ChatTemplate, Conversation, Message
 from jaxllm.data.chat_sources import BadChat, parse_hh
-from jaxllm.data.pref_world import Candidate, balanced, builtin_prompts, ranked
 from jaxllm.data.prepare import get_tokenizer
-from jaxllm.data.sources import read_records, split_documents
+from jaxllm.data.readers import read_records
+from jaxllm.data.sources import open_source, split_documents
 from jaxllm.data.tokenizer import Tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    text: str
+    stops: bool          # False: the answer never ends its turn (cut at the length limit)
 
 
 @dataclasses.dataclass(frozen=True)
 class Ranking:
     prompt: Conversation
     responses: tuple[Candidate, ...]   # best first
-
-
-def builtin_rankings(n: int, seed: int = 0, sft_heldout: float = 0.25) -> list[Ranking]:
-    """``n`` train prompts of the preference world, kinds as even as the supply allows (cycled if fewer),
-    each with its 4 candidates ranked by the labeler."""
-    pool = balanced(builtin_prompts(seed, sft_heldout=sft_heldout).train, n, seed)
-    rng = random.Random(seed + 41)
-    return [Ranking([Message("user", p.text)], tuple(ranked(p, rng))) for p in (pool[i % len(pool)] for i in range(n))]
 
 
 def _from_hh(rec: dict) -> Ranking:
@@ -110,15 +107,11 @@ class PrefData:
     stats: dict
 
 
-def load_pref_data(cfg: Config, run_dir: Path | None, max_responses: int, builtin_prompts: int) -> PrefData:
-    """Rankings (or pairs) as ``[N, K, L]`` arrays, K = at most ``max_responses``; ``builtin_prompts`` rankings
-    of the preference world when ``data.source`` is builtin."""
+def load_pref_data(cfg: Config, run_dir: Path | None, max_responses: int) -> PrefData:
+    """Rankings (or pairs) of the configured source as ``[N, K, L]`` arrays, K = at most ``max_responses``."""
     d = cfg.data
-    if d.source == "builtin":
-        rankings, report = builtin_rankings(builtin_prompts, d.builtin_seed, d.builtin_heldout), {}
-    else:
-        rankings, report = read_ranking_files(d.paths, d.on_error)
-    train, held = split_documents(rankings, d.eval_fraction, d.builtin_seed)
+    rankings, report = open_source(d).rankings()
+    train, held = split_documents(rankings, d.eval_fraction, d.split_seed)
     tok = get_tokenizer(cfg, run_dir, [t for r in train for t in [*(m.content for m in r.prompt), *(c.text for c in r.responses)]])
     template = ChatTemplate(tok)
     k = min(max_responses, max(len(r.responses) for r in rankings))

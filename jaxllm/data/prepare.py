@@ -43,7 +43,7 @@ def load_corpus(cfg: Config) -> Corpus:
         docs, report["cleaning"] = clean_documents(docs, cfg.data.clean)
         if not docs:
             raise UserError("data.clean removed every document; loosen data.clean thresholds (see the report in `jaxllm data clean`).")
-    train, evald = split_documents(docs, cfg.data.eval_fraction, cfg.data.builtin_seed)
+    train, evald = split_documents(docs, cfg.data.eval_fraction, cfg.data.split_seed)
     return Corpus(train, evald, report)
 
 

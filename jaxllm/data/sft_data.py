@@ -17,7 +17,7 @@ from jaxllm.config.schema import Config
 from jaxllm.data.chat import ChatTemplate, Conversation
 from jaxllm.data.packing import pack_examples
 from jaxllm.data.prepare import get_tokenizer
-from jaxllm.data.sources import split_documents
+from jaxllm.data.sources import open_source, split_documents
 from jaxllm.data.tokenizer import Tokenizer
 
 
@@ -31,16 +31,7 @@ class SftData:
 
 
 def load_conversations(cfg: Config) -> tuple[list[Conversation], dict]:
-    d = cfg.data
-    if d.source == "builtin":
-        from jaxllm.data.chat_world import builtin_conversations
-        from jaxllm.data.pref_world import sft_behaviour_chats
-        convs = builtin_conversations(d.builtin_conversations, d.builtin_seed, d.builtin_heldout)
-        convs += sft_behaviour_chats(d.builtin_behaviour_chats, d.builtin_seed, d.builtin_heldout)
-        order = np.random.default_rng(d.builtin_seed + 5).permutation(len(convs))
-        return [convs[i] for i in order], {}
-    from jaxllm.data.chat_sources import read_chat_files
-    return read_chat_files(d.paths, d.chat_format, d.field, d.on_error)
+    return open_source(cfg.data).conversations()
 
 
 def last_turn_only(targets: list[int], tokens: list[int], template: ChatTemplate) -> list[int]:
@@ -64,7 +55,7 @@ def encode_all(template: ChatTemplate, convs: list[Conversation], train_on: str)
 
 def load_sft_data(cfg: Config, run_dir: Path | None, train_on: str = "all_assistant") -> SftData:
     convs, report = load_conversations(cfg)
-    train, held = split_documents(convs, cfg.data.eval_fraction, cfg.data.builtin_seed)
+    train, held = split_documents(convs, cfg.data.eval_fraction, cfg.data.split_seed)
     tok = get_tokenizer(cfg, run_dir, [m.content for c in train for m in c])
     template = ChatTemplate(tok)
     rows, pack_stats = pack_examples(encode_all(template, train, train_on), cfg.train.seq_len)

@@ -1,146 +1,84 @@
-"""Document sources: the built-in corpus, plain-text files and JSONL files."""
+"""Where records come from: one `Source` per ``data.source``, asked for the kind of record an objective
+formats (documents, conversations, rankings, prompts).
+
+``builtin`` is the generated world (`jaxllm.world.source`); ``text``, ``jsonl`` and ``tfds:NAME`` are
+the user's files (`FileSource`). The loaders of each objective (`prepare`, `sft_data`, `pref_data`,
+`prompt_data`) ask `open_source` and never branch on the source.
+"""
 
 from __future__ import annotations
 
-import glob
-import gzip
-import json
-import re
-from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from jaxllm.config.schema import DataConfig
+from jaxllm.data.readers import BadRecords, expand_paths, read_jsonl, read_text
 from jaxllm.errors import UserError
 
 
-def expand_paths(paths: list[str]) -> list[Path]:
-    files = []
-    for p in paths:
-        hits = sorted(glob.glob(p)) if any(ch in p for ch in "*?[") else [p]
-        if not hits:
-            raise UserError(f"data.paths: {p!r} matches no file; check the pattern or the working directory.")
-        for h in hits:
-            if not Path(h).is_file():
-                raise UserError(f"data.paths: file not found: {h}.")
-            files.append(Path(h))
-    return files
+class Source(Protocol):
+    """Records of each kind, in a fixed order, each with a report (skipped records and the like)."""
+
+    def documents(self) -> tuple[list[str], dict]: ...                         # pre-training text
+
+    def conversations(self) -> tuple[list, dict]: ...                          # SFT chats (lists of Message)
+
+    def rankings(self) -> tuple[list, dict]: ...                               # `pref_data.Ranking`s, best first
+
+    def prompts(self, n_eval: int) -> tuple[list, list, dict]: ...             # rollout prompts: train, held out
 
 
-class BadRecords:
-    """``on_error=raise``: the first bad record stops with file:line; ``skip``: count them (first few kept)."""
+class FileSource:
+    """The user's files (``data.paths``: text or JSONL) or a TFDS dataset (``data.source: tfds:NAME``)."""
 
-    def __init__(self, mode: str, hint: str = " (set data.on_error=skip to skip such records and count them)"):
-        self.mode, self.hint, self.count, self.examples = mode, hint, 0, []
+    def __init__(self, cfg: DataConfig):
+        self.cfg = cfg
 
-    def __call__(self, message: str) -> None:
-        if self.mode == "raise":
-            raise UserError(message + self.hint)
-        self.count += 1
-        if len(self.examples) < 5:
-            self.examples.append(message)
-
-    def report(self) -> dict:
-        return {"skipped_records": self.count, "skipped_examples": self.examples}
-
-
-def read_records(paths: list[str], on_error: str, parse, what: str) -> tuple[list, dict]:
-    """``parse(record) -> list`` over every JSONL(.gz) record of ``paths``, in file order. A record it rejects
-    (``ValueError`` or ``KeyError``) stops with file:line and the reason, or is counted (``on_error=skip``)."""
-    bad = BadRecords(on_error)
-    out = []
-    for path in expand_paths(paths):
-        for line, rec in iter_jsonl(Path(path), bad):
-            try:
-                out += parse(rec)
-            except (ValueError, KeyError) as e:
-                bad(f"{path}:{line}: {e}")
-    if not out:
-        raise UserError(f"data.paths {paths} hold no {what}"
-                        + (f" ({bad.count} bad records skipped, e.g. {bad.examples[0]})" if bad.count else "") + ".")
-    return out, bad.report()
-
-
-def read_text(path: Path, bad: BadRecords | None = None) -> list[str]:
-    """Documents are blocks separated by blank (or whitespace-only) lines; none means one document.
-
-    A block that is not valid UTF-8 is a bad record (named by file and line)."""
-    bad = bad or BadRecords("raise")
-    data = path.read_bytes()
-    docs, line = [], 1
-    for block in re.split(rb"(\n[ \t\r]*\n)", data):  # "blank" lines may hold spaces (WikiText); separators kept
-        try:
-            text = block.decode("utf-8")
-        except UnicodeDecodeError as e:
-            at = line + block[: e.start].count(b"\n")
-            bad(f"{path}:{at}: invalid UTF-8 at byte {e.start} of the document")
-            text = ""
-        if text.strip() and not re.fullmatch(r"\n[ \t\r]*\n", text):
-            docs.append(text.strip())
-        line += block.count(b"\n")
-    return docs
-
-
-def iter_jsonl(path: Path, bad: BadRecords | None = None):
-    """``(line number, record dict)`` for each valid line of a JSONL file (``.gz`` read transparently)."""
-    bad = bad or BadRecords("raise")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        for i, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                bad(f"{path}:{i}: invalid UTF-8 at byte {e.start} of the line")
+    def documents(self) -> tuple[list[str], dict]:
+        cfg = self.cfg
+        bad = BadRecords(cfg.on_error)
+        if cfg.source.startswith("tfds:"):
+            from jaxllm.data.tfds_source import read_tfds
+            return read_tfds(cfg.source[len("tfds:"):], cfg.data_dir, cfg.tfds_split, cfg.field, bad), bad.report()
+        docs = []
+        for f in expand_paths(cfg.paths):
+            if f.stat().st_size == 0:
+                bad(f"{f}: empty file")
                 continue
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                bad(f"{path}:{i}: not valid JSON ({e.msg})")
-                continue
-            if not isinstance(rec, dict):
-                bad(f"{path}:{i}: a JSON {type(rec).__name__}, expected an object")
-                continue
-            yield i, rec
+            docs += read_text(f, bad) if cfg.source == "text" else read_jsonl(f, cfg.field, bad)
+        if not docs:
+            raise UserError(f"data.paths {cfg.paths} hold no documents"
+                            + (f" ({bad.count} bad records skipped, e.g. {bad.examples[0]})" if bad.count else "") + ".")
+        return docs, bad.report()
+
+    def conversations(self) -> tuple[list, dict]:
+        from jaxllm.data.chat_sources import read_chat_files
+        c = self.cfg
+        return read_chat_files(c.paths, c.chat_format, c.field, c.on_error)
+
+    def rankings(self) -> tuple[list, dict]:
+        from jaxllm.data.pref_data import read_ranking_files
+        return read_ranking_files(self.cfg.paths, self.cfg.on_error)
+
+    def prompts(self, n_eval: int) -> tuple[list, list, dict]:
+        """The first ``n_eval`` (at most a fifth) are held out."""
+        from jaxllm.data.prompt_data import read_prompt_files
+        prompts, report = read_prompt_files(self.cfg.paths, self.cfg.on_error)
+        n = min(n_eval, len(prompts) // 5)
+        return prompts[n:], prompts[:n], report
 
 
-def read_jsonl(path: Path, field: str, bad: BadRecords | None = None) -> list[str]:
-    bad = bad or BadRecords("raise")
-    docs = []
-    for i, rec in iter_jsonl(path, bad):
-        if field not in rec:
-            bad(f"{path}:{i}: no field {field!r} (found: {', '.join(rec)}); set data.field to the text field")
-            continue
-        if not isinstance(rec[field], str):
-            bad(f"{path}:{i}: field {field!r} is {type(rec[field]).__name__}, expected a string")
-            continue
-        docs.append(rec[field])
-    return docs
+def open_source(cfg: DataConfig) -> Source:
+    if cfg.source == "builtin":
+        from jaxllm.world.source import BuiltinSource  # the one way from the data pipeline into the world
+        return BuiltinSource(cfg.builtin)
+    return FileSource(cfg)
 
 
 def load_documents(cfg: DataConfig) -> tuple[list[str], dict]:
     """All documents of the configured source in a fixed order, and a report (skipped records)."""
-    bad = BadRecords(cfg.on_error)
-    if cfg.source == "builtin":
-        from jaxllm.data.corpus import generate_documents
-        from jaxllm.data.noise import add_noise
-        docs = generate_documents(cfg.builtin_chars, cfg.builtin_seed)
-        return add_noise(docs, cfg.builtin_noise, cfg.builtin_seed), bad.report()
-    if cfg.source.startswith("tfds:"):
-        from jaxllm.data.tfds_source import read_tfds
-        return read_tfds(cfg.source[len("tfds:"):], cfg.data_dir, cfg.tfds_split, cfg.field, bad), bad.report()
-    files = expand_paths(cfg.paths)
-    docs = []
-    for f in files:
-        if f.stat().st_size == 0:
-            bad(f"{f}: empty file")
-            continue
-        docs += read_text(f, bad) if cfg.source == "text" else read_jsonl(f, cfg.field, bad)
-    if not docs:
-        raise UserError(f"data.paths {cfg.paths} hold no documents"
-                        + (f" ({bad.count} bad records skipped, e.g. {bad.examples[0]})" if bad.count else "") + ".")
-    return docs, bad.report()
+    return open_source(cfg).documents()
 
 
 def split_documents(docs: list[str], eval_fraction: float, seed: int) -> tuple[list[str], list[str]]:

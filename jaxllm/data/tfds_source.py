@@ -90,7 +90,7 @@ def read_tfds(spec: str, data_dir: str | None, split: str, field: str, bad) -> l
 
 def _local_builder_class(name: str, version: str, files: list[Path], fmt: str, field: str, document: str):
     tfds = _tfds()
-    from jaxllm.data.sources import BadRecords, read_jsonl, read_text
+    from jaxllm.data.readers import BadRecords, read_jsonl, read_text
 
     def _docs():
         bad = BadRecords("raise")
@@ -126,7 +126,7 @@ def build_local_dataset(name: str, paths: list[str], data_dir: str, version: str
 
     ``file_format="tfrecord"`` (readable by TensorFlow pipelines) needs TensorFlow to write and read."""
     tfds = _tfds()
-    from jaxllm.data.sources import expand_paths
+    from jaxllm.data.readers import expand_paths
     if not re.fullmatch(r"[a-z0-9_]+", name):
         raise UserError(f"TFDS dataset name {name!r}: use lower-case letters, digits and underscores.")
     files = expand_paths(paths)

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from jaxllm.data.chat import Message
-from jaxllm.data.sources import BadRecords, expand_paths, iter_jsonl, read_text
+from jaxllm.data.readers import BadRecords, expand_paths, iter_jsonl, read_text
 from jaxllm.errors import UserError
 from jaxllm.infer.load import Loaded
 from jaxllm.model.decode import Sampling
@@ -47,13 +47,13 @@ def _as_list(v) -> list[str]:
 def load_questions(spec: str, loaded: Loaded) -> list[dict]:
     """``[{"question", "answers", "contains", "kind"}]`` from ``builtin[:heldout|:train]`` or a JSONL file."""
     if spec.startswith("builtin"):
-        from jaxllm.data.chat_world import builtin_questions
+        from jaxllm.world.chats import builtin_questions
         which = spec.partition(":")[2] or "heldout"
         if which not in ("heldout", "train"):
             raise UserError(f"--questions {spec}: use builtin, builtin:heldout or builtin:train.")
         d = loaded.cfg.data
         return [{"question": q.question, "answers": [q.answer], "contains": [q.short], "kind": q.kind}
-                for q in builtin_questions(which, d.builtin_seed, d.builtin_heldout)]
+                for q in builtin_questions(which, d.builtin.seed, d.builtin.heldout)]
     out, bad = [], BadRecords("raise", hint="")
     for path in expand_paths([spec]):
         for line, rec in iter_jsonl(Path(path), bad):
@@ -110,7 +110,7 @@ def perplexity(loaded: Loaded, paths: list[str], seq_len: int | None = None, bat
     each document's first is scored once.
     """
     from jaxllm.data.packing import build_stream, num_rows, pack_rows
-    from jaxllm.data.sources import read_jsonl
+    from jaxllm.data.readers import read_jsonl
     from jaxllm.objectives.pretrain import make_lm_loss
     from jaxllm.parallel.sharding import batch_divisor, global_batch
     from jaxllm.train.step import mesh_context

@@ -41,7 +41,7 @@ from jaxllm.rl.advantages import gae_advantages_jit
 from jaxllm.rl.buffer import minibatches
 from jaxllm.rl.evaluate import evaluate_policy
 from jaxllm.rl.kl import KlController
-from jaxllm.rl.prompts import PromptData, load_prompt_data, prompt_lines, read_prompt_files  # noqa: F401
+from jaxllm.data.prompt_data import PromptData, load_prompt_data, prompt_lines
 from jaxllm.rl.rollout import RolloutEngine, Settings, response_logits
 
 
@@ -180,7 +180,7 @@ class PpoRollouts(OnPolicySource):
                      "beta": float(self.kl.beta)}
         items = [self.data.train[i].item for i in ids]
         if all(it is not None for it in items):
-            from jaxllm.data.pref_world import judge
+            from jaxllm.world.judge import judge
             self.last["judge"] = float(np.mean([judge(it, x, bool(e))["score"]
                                                 for it, x, e in zip(items, ro.texts, arr["has_eos"])]))
         self.kl.update(kl_mean, len(ids))

@@ -32,7 +32,7 @@ from jaxllm.data.report import data_lines
 from jaxllm.errors import ConfigError
 from jaxllm.model import Transformer
 from jaxllm.model.flops import train_flops_per_token
-from jaxllm.model.scalar import ScalarModel, layout, sequence_scores, trunk_params  # noqa: F401 (re-exported)
+from jaxllm.model.scalar import ScalarModel, sequence_scores, trunk_params
 from jaxllm.objectives.base import Objective, ObjectiveSpec, Params, Part
 from jaxllm.rl.math import ranking_loss
 
@@ -42,8 +42,6 @@ STATS_FILE = "reward_stats.json"
 @dataclass
 class RewardConfig:
     margin: float = option(0.0, doc="Ranking loss -log sigmoid(r_better - r_worse - margin); 0 = the usual loss.")
-    builtin_prompts: int = option(2400, min=10, doc="Built-in rankings (data.source builtin): train prompts of the "
-                                                    "preference world, K = 4 ranked answers each.")
     max_responses: int = option(4, min=2, doc="K: responses per prompt in a batch element (rankings longer than this "
                                               "are cut to their best K; shorter ones are padded and masked).")
 
@@ -119,7 +117,7 @@ def build_reward(cfg: Config, model: ScalarModel, data: PrefData, process_index:
 
 def load(cfg: Config, run_dir: Path | None) -> PrefData:
     rc = cfg.objective.reward
-    return load_pref_data(cfg, run_dir, rc.max_responses, rc.builtin_prompts)
+    return load_pref_data(cfg, run_dir, rc.max_responses)
 
 
 def validate(cfg: Config) -> None:

@@ -17,14 +17,13 @@ from pathlib import Path
 
 import jax
 
-from jaxllm.data.chat import user
-from jaxllm.data.pref_world import KINDS, balanced, builtin_prompts
+from jaxllm.world.prompts import KINDS
+from jaxllm.world.source import BuiltinSource
 from jaxllm.model.decode import Sampling
 from jaxllm.model.scalar import ScalarModel
 from jaxllm.parallel.layout import Layout
 from jaxllm.pipeline.plot import svg_curves
 from jaxllm.rl.evaluate import evaluate_policy
-from jaxllm.rl.prompts import RlPrompt
 from jaxllm.rl.rollout import RolloutEngine, Settings
 from jaxllm.pretrained import load_params
 
@@ -42,18 +41,17 @@ def _last(rows: list[dict], key: str) -> float | None:
 
 
 def evaluate_stage(loaded, ref_params, rm_params, prompts) -> tuple[dict, list[str]]:
-    """Judge metrics, reward-model score and KL to the reference for one policy (`rl.evaluate`); and its
-    greedy answers."""
+    """Judge metrics, reward-model score and KL to the reference for one policy (`rl.evaluate`) on
+    ``prompts`` (`RlPrompt`s); and its greedy answers."""
     tpl, tok = loaded.chat_template, loaded.tokenizer
-    items = [RlPrompt([user(p.text)], p) for p in prompts]
-    p_len = max(len(tpl.prompt(q.conversation)) for q in items)
+    p_len = max(len(tpl.prompt(q.conversation)) for q in prompts)
     settings = Settings(1.0, tok.vocab_size, 1.0, 1.0, "k1", 0.0, 0.0, False)
     engine = RolloutEngine(loaded.model.spec, p_len, MAX_NEW, Sampling(1.0, max_new_tokens=MAX_NEW), settings, tpl,
                            critic=False)
     layout = Layout(loaded.mesh, loaded.cfg.mesh.rules)
     engine.attach(layout, ref_params, rm_params)
     with layout.context():
-        metrics, greedy, _ = evaluate_policy(engine, {"policy": loaded.params}, items, key_seed=3)
+        metrics, greedy, _ = evaluate_policy(engine, {"policy": loaded.params}, prompts, key_seed=3)
     res = {k: v for k, v in metrics.items() if k not in ("kl", "stop", "response_len")}
     res["kl_to_sft"] = metrics["kl"]
     return res, [t.strip() for t in greedy.texts]
@@ -78,9 +76,8 @@ def _table(rows: dict[str, dict], rm_accuracy: float | None) -> str:
 def write_report(p, cfgs: dict, times: dict) -> Path:
     from jaxllm.infer.load import load_checkpoint
 
-    d = cfgs["sft"].data
-    prompts = balanced(builtin_prompts(d.builtin_seed, sft_heldout=d.builtin_heldout).heldout, p.eval_prompts,
-                       d.builtin_seed)
+    _, held, _ = BuiltinSource(cfgs["sft"].data.builtin).prompts(p.eval_prompts)  # the prompts PPO evaluates on
+    prompts = [q.item for q in held]
     sft = load_checkpoint(cfgs["sft"].run.dir)
     layout = Layout(sft.mesh, sft.cfg.mesh.rules)
     with layout.context():
@@ -88,7 +85,7 @@ def write_report(p, cfgs: dict, times: dict) -> Path:
     rows, answers = {}, {}
     for stage in ("pretrain", "sft", "ppo"):
         loaded = sft if stage == "sft" else load_checkpoint(cfgs[stage].run.dir)
-        rows[stage], answers[stage] = evaluate_stage(loaded, sft.params, rm, prompts)
+        rows[stage], answers[stage] = evaluate_stage(loaded, sft.params, rm, held)
     rm_acc = _last(_metrics_rows(cfgs["reward"].run.dir), "eval_accuracy")
     ppo_rows = _metrics_rows(cfgs["ppo"].run.dir)
     out = p.dir / "report.md"

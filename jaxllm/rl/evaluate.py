@@ -12,8 +12,8 @@ import dataclasses
 import jax
 import numpy as np
 
-from jaxllm.data.pref_world import judge_summary
-from jaxllm.rl.prompts import RlPrompt
+from jaxllm.data.prompt_data import RlPrompt
+from jaxllm.world.judge import judge_summary
 from jaxllm.rl.rollout import Rollout, RolloutEngine
 
 

@@ -17,7 +17,7 @@ import dataclasses
 import random
 
 from jaxllm.data.chat import Conversation, Message
-from jaxllm.data.world import Country, Person, World, make_world
+from jaxllm.world.facts import Country, Person, World, make_world
 
 # attribute -> (question phrasings, answer sentence, short answer)
 COUNTRY_QA = {

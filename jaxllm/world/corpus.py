@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 
-from jaxllm.data.world import Country, Person, World, make_world
+from jaxllm.world.facts import Country, Person, World, make_world
 
 
 def _pick(rng: random.Random, options: list[str], **kw) -> str:
@@ -178,7 +178,7 @@ def _limits(rng: random.Random, w: World) -> str:
 
 
 def _myth(rng: random.Random, w: World) -> str:
-    from jaxllm.data.pref_world import MYTHS
+    from jaxllm.world.prompts import MYTHS
     if rng.random() < 0.5:
         q, fix, agree, _ = rng.choice(MYTHS)
         return rng.choice([f"A common myth: {agree[5:]} This is not true. {fix}",

@@ -1,0 +1,36 @@
+"""The built-in rankings: K = 4 candidate answers per prompt, ranked by the labeler (the judge's rules),
+standing in for human raters."""
+
+from __future__ import annotations
+
+import random
+
+from jaxllm.data.chat import Message
+from jaxllm.data.pref_data import Candidate, Ranking
+from jaxllm.world.judge import judge
+from jaxllm.world.prompts import EVASIVE, RAMBLE, Prompt, balanced, builtin_prompts
+
+
+def candidates(p: Prompt, rng: random.Random) -> list[Candidate]:
+    """K = 4 answers of different quality: ideal, rambling (stops or not), evasive (a refusal, "cannot know" or a
+    hedge, whichever is not this kind's right behaviour), bad."""
+    ramble = p.ideal + "".join(rng.sample(RAMBLE, 2))
+    evasive = rng.choice([e for e in EVASIVE if e.split(";")[0].split(".")[0] not in p.ideal])
+    return [Candidate(p.ideal, True), Candidate(ramble, rng.random() < 0.5), Candidate(evasive, True),
+            Candidate(p.bad, True)]
+
+
+def ranked(p: Prompt, rng: random.Random) -> list[Candidate]:
+    """The labeler: candidates sorted best first by the judge's rules (a stable sort keeps ties in order)."""
+    cs = candidates(p, rng)
+    return sorted(cs, key=lambda c: -judge(p, c.text, c.stops)["score"])
+
+
+
+
+def builtin_rankings(n: int, seed: int = 0, sft_heldout: float = 0.25) -> list[Ranking]:
+    """``n`` train prompts of the preference world, kinds as even as the supply allows (cycled if fewer),
+    each with its 4 candidates ranked by the labeler."""
+    pool = balanced(builtin_prompts(seed, sft_heldout=sft_heldout).train, n, seed)
+    rng = random.Random(seed + 41)
+    return [Ranking([Message("user", p.text)], tuple(ranked(p, rng))) for p in (pool[i % len(pool)] for i in range(n))]

@@ -1,0 +1,51 @@
+"""The built-in world as a data source (``data.source: builtin``, settings in ``data.builtin.*``):
+the same four kinds of record as the user's files, generated and deterministic from ``seed``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxllm.config.schema import BuiltinConfig
+from jaxllm.data.chat import Message
+from jaxllm.data.prompt_data import RlPrompt
+
+
+class BuiltinSource:
+    def __init__(self, cfg: BuiltinConfig):
+        self.cfg = cfg
+
+    def documents(self) -> tuple[list[str], dict]:
+        """The pre-training corpus: every fact in many phrasings, plus planted noise for the cleaner."""
+        from jaxllm.world.corpus import generate_documents
+        from jaxllm.world.noise import add_noise
+
+        c = self.cfg
+        return add_noise(generate_documents(c.chars, c.seed), c.noise, c.seed), {}
+
+    def conversations(self) -> tuple[list, dict]:
+        """SFT chats about the trained facts, plus mixed-quality chats on the three behaviour kinds."""
+        from jaxllm.world.chats import builtin_conversations
+        from jaxllm.world.prompts import sft_behaviour_chats
+
+        c = self.cfg
+        convs = builtin_conversations(c.conversations, c.seed, c.heldout)
+        convs += sft_behaviour_chats(c.behaviour_chats, c.seed, c.heldout)
+        order = np.random.default_rng(c.seed + 5).permutation(len(convs))
+        return [convs[i] for i in order], {}
+
+    def rankings(self) -> tuple[list, dict]:
+        from jaxllm.world.rankings import builtin_rankings
+
+        return builtin_rankings(self.cfg.rankings, self.cfg.seed, self.cfg.heldout), {}
+
+    def prompts(self, n_eval: int) -> tuple[list[RlPrompt], list[RlPrompt], dict]:
+        """Train prompts, every kind equally often, and ``n_eval`` of the held-out prompt instances
+        (balanced over the kinds) that no reward model or policy trains on."""
+        from jaxllm.world.prompts import KINDS, balanced, builtin_prompts
+
+        c = self.cfg
+        split = builtin_prompts(c.seed, sft_heldout=c.heldout)
+        per_kind = min(sum(p.kind == k for p in split.train) for k in KINDS)
+        train = [RlPrompt([Message("user", p.text)], p) for p in balanced(split.train, per_kind * len(KINDS), c.seed)]
+        held = [RlPrompt([Message("user", p.text)], p) for p in balanced(split.heldout, n_eval, c.seed)]
+        return train, held, {}
