@@ -12,7 +12,8 @@ import pytest
 import reference
 from jaxllm.config.schema import ModelConfig, OptimizerConfig
 from jaxllm.model import Transformer, resolve_spec
-from jaxllm.objectives.pretrain import make_lm_loss, token_nll
+from jaxllm.objectives.lm_head import token_nll
+from jaxllm.objectives.pretrain import make_lm_loss
 from jaxllm.train.optimizer import decay_mask, lr_schedule, make_optimizer
 from jaxllm.train.state import TrainState
 from jaxllm.train.step import make_train_step

@@ -120,7 +120,7 @@ BASE = {"errors", "config", "run_dir"}
 ALLOWED = {
     "errors": set(),
     "run_dir": {"errors"},
-    "config": {"errors", "objectives.registry"},
+    "config": {"errors", "objectives.registry", "model.families"},
     "parallel": BASE,
     "model": BASE | {"parallel"},
     "data": BASE | {"world.source"},
@@ -176,3 +176,17 @@ def test_an_old_run_dir_still_loads_generates_and_seeds_a_new_stage(tmp_path, ca
         "train.steps=1", "train.seq_len=64", "optimizer.lr=0", "optimizer.warmup_steps=0", "checkpoint.async_save=false")))
     trunk = rm.state.params["trunk"]  # lr 0: the trunk is still what init_from gave
     np.testing.assert_array_equal(np.asarray(trunk["embed"]), np.asarray(loaded.params["embed"]))
+
+
+def test_model_families_are_listed_once():
+    """The config's family choices are the family table's rows; no layer branches on a family's name."""
+    import dataclasses
+
+    from jaxllm.config.schema import ModelConfig
+    from jaxllm.model.families import FAMILIES
+
+    choices = next(f for f in dataclasses.fields(ModelConfig) if f.name == "family").metadata["choices"]
+    assert set(choices) == set(FAMILIES)
+    for name in ("layers", "attention", "transformer", "decode", "flops", "spec"):
+        src = (ROOT / "jaxllm" / "model" / f"{name}.py").read_text()
+        assert '"gpt2"' not in src and '"llama"' not in src, name

@@ -30,7 +30,7 @@ class RunConfig:
 
 @dataclass
 class ModelConfig:
-    family: str = _f("gpt2", choices=("gpt2", "llama"),
+    family: str = _f("gpt2", choices=("gpt2", "llama"),  # = model.families.FAMILIES (a test checks)
                      doc="gpt2: LayerNorm, learned positions, GELU MLP, tied head; llama: RMSNorm, RoPE, SwiGLU, GQA.")
     vocab_size: Optional[int] = _f(None, min=8, doc="Embedding rows; null = tokenizer size rounded up to vocab_multiple.")
     vocab_multiple: int = _f(128, min=1, doc="Round a tokenizer-derived vocab up to this multiple (faster matmuls).")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from jaxllm.config.schema import Config
 from jaxllm.errors import ConfigError
+from jaxllm.model.families import family
 
 MESH_AXES = ("data", "fsdp", "tensor")
 LOGICAL_AXES = ("vocab", "embed", "heads", "kv_heads", "mlp", "positions", "norm", "layers",
@@ -41,12 +42,13 @@ def validate(cfg: Config) -> None:
     if m.head_dim is None and m.d_model % m.n_heads:
         raise ConfigError(f"model.d_model = {m.d_model} is not divisible by model.n_heads = {m.n_heads}; "
                           "change one of them or set model.head_dim.")
-    if m.family == "llama" and head_dim % 2:
+    fam = family(m.family)
+    if fam.positions == "rope" and head_dim % 2:
         raise ConfigError(f"model.head_dim = {head_dim}: RoPE needs an even head dimension.")
     kv = m.n_kv_heads or m.n_heads
     if m.n_heads % kv:
         raise ConfigError(f"model.n_kv_heads = {kv} must divide model.n_heads = {m.n_heads}.")
-    if m.family == "gpt2" and t.seq_len > m.max_seq_len:
+    if fam.positions == "learned" and t.seq_len > m.max_seq_len:
         raise ConfigError(f"train.seq_len = {t.seq_len} exceeds model.max_seq_len = {m.max_seq_len} "
                           "(the learned position table); lower train.seq_len or raise model.max_seq_len.")
     if t.batch_size % t.grad_accum:

@@ -96,7 +96,7 @@ class Attention(nn.Module):
         q = q.reshape(b, l, s.n_heads, s.head_dim)
         k = k.reshape(b, l, s.n_kv_heads, s.head_dim)
         v = v.reshape(b, l, s.n_kv_heads, s.head_dim)
-        if s.family == "llama":
+        if s.positions == "rope":
             inv_freq = rope_frequencies(s.head_dim, s.rope_theta, s.rope_scaling)
             q = rope(q, positions, inv_freq)
             k = rope(k, positions, inv_freq)

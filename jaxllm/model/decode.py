@@ -177,7 +177,7 @@ def generate(model: Transformer, params, prompts: list[list[int]], key: jax.Arra
     n = len(prompts)
     padded_n = -(-n // batch_multiple) * batch_multiple
     longest = max(len(p) for p in prompts)
-    if model.spec.family == "gpt2" and longest + sampling.max_new_tokens > model.spec.max_seq_len:
+    if model.spec.positions == "learned" and longest + sampling.max_new_tokens > model.spec.max_seq_len:
         raise ValueError(f"a {longest}-token prompt plus {sampling.max_new_tokens} new tokens exceeds the learned "
                          f"position table (max_seq_len {model.spec.max_seq_len}); shorten the prompt or max_new_tokens")
     tokens, lens = left_pad(list(prompts) + [prompts[0]] * (padded_n - n), pad_id,

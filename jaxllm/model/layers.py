@@ -50,7 +50,7 @@ class Dense(nn.Module):
 
 
 class Norm(nn.Module):
-    """LayerNorm (gpt2) or RMSNorm (llama), statistics in float32. ``[..., embed]``."""
+    """LayerNorm or RMSNorm (``spec.norm``), statistics in float32. ``[..., embed]``."""
 
     spec: ModelSpec
 
@@ -60,11 +60,12 @@ class Norm(nn.Module):
         xf = x.astype(jnp.float32)
         scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
                            (d,), self.spec.jnp_param_dtype)
-        if self.spec.family == "gpt2":
+        layernorm = self.spec.norm == "layernorm"
+        if layernorm:
             xf = xf - jnp.mean(xf, axis=-1, keepdims=True)
         y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.spec.norm_eps)
         y = y * scale.astype(jnp.float32)
-        if self.spec.family == "gpt2" and self.spec.use_bias:
+        if layernorm and self.spec.use_bias:
             bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)),
                               (d,), self.spec.jnp_param_dtype)
             y = y + bias.astype(jnp.float32)
@@ -72,7 +73,7 @@ class Norm(nn.Module):
 
 
 class Mlp(nn.Module):
-    """GELU MLP (gpt2) or SwiGLU (llama): ``[B, L, embed] -> [B, L, embed]``."""
+    """GELU MLP or SwiGLU (``spec.mlp``): ``[B, L, embed] -> [B, L, embed]``."""
 
     spec: ModelSpec
 
@@ -80,7 +81,7 @@ class Mlp(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         s = self.spec
         out_std = s.init_std / (2 * s.n_layers) ** 0.5
-        if s.family == "gpt2":
+        if s.mlp == "gelu":
             h = jax.nn.gelu(Dense(s.d_ff, ("embed", "mlp"), s, name="fc")(x), approximate=True)
         else:
             gate = Dense(s.d_ff, ("embed", "mlp"), s, name="gate")(x)

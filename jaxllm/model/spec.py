@@ -14,11 +14,15 @@ import jax.numpy as jnp
 
 from jaxllm.config.schema import ModelConfig
 from jaxllm.errors import ConfigError
+from jaxllm.model.families import family
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     family: str
+    norm: str        # the family's choices (`families.Family`): layernorm | rmsnorm
+    positions: str   # learned | rope
+    mlp: str         # gelu | swiglu
     vocab_size: int
     n_layers: int
     d_model: int
@@ -51,12 +55,6 @@ class ModelSpec:
         return jnp.dtype(self.param_dtype)
 
 
-def _default_d_ff(family: str, d_model: int) -> int:
-    if family == "gpt2":
-        return 4 * d_model
-    return int(math.ceil(8 * d_model / 3 / 64) * 64)  # SwiGLU keeps ~the same params as a 4x GELU MLP
-
-
 def resolve_spec(cfg: ModelConfig, tokenizer_vocab: int | None = None, backend: str | None = None) -> ModelSpec:
     """Fill family defaults, vocab size (from the tokenizer when null), dtype and attention by backend."""
     backend = backend or jax.default_backend()
@@ -77,21 +75,24 @@ def resolve_spec(cfg: ModelConfig, tokenizer_vocab: int | None = None, backend: 
     if attention == "cudnn" and not half:
         raise ConfigError(f"model.attention = 'cudnn' needs model.dtype bfloat16 or float16 (cuDNN's fused kernel "
                           f"has no {dtype}); use model.attention=xla or auto.")
-    is_gpt2 = cfg.family == "gpt2"
+    fam = family(cfg.family)
     return ModelSpec(
         family=cfg.family,
+        norm=fam.norm,
+        positions=fam.positions,
+        mlp=fam.mlp,
         vocab_size=vocab,
         n_layers=cfg.n_layers,
         d_model=cfg.d_model,
         n_heads=cfg.n_heads,
         n_kv_heads=cfg.n_kv_heads or cfg.n_heads,
         head_dim=cfg.head_dim or cfg.d_model // cfg.n_heads,
-        d_ff=cfg.d_ff or _default_d_ff(cfg.family, cfg.d_model),
+        d_ff=cfg.d_ff or fam.default_d_ff(cfg.d_model),
         max_seq_len=cfg.max_seq_len,
         norm_eps=cfg.norm_eps,
         rope_theta=cfg.rope_theta,
-        tie_embeddings=is_gpt2 if cfg.tie_embeddings is None else cfg.tie_embeddings,
-        use_bias=is_gpt2 if cfg.use_bias is None else cfg.use_bias,
+        tie_embeddings=fam.tie_embeddings if cfg.tie_embeddings is None else cfg.tie_embeddings,
+        use_bias=fam.use_bias if cfg.use_bias is None else cfg.use_bias,
         dropout=cfg.dropout,
         init_std=cfg.init_std,
         param_dtype=cfg.param_dtype,

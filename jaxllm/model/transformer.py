@@ -1,4 +1,4 @@
-"""Decoder-only Transformer, GPT-2 or Llama family, chosen by `ModelSpec.family`.
+"""Decoder-only Transformer; the family's choices (norm, positions, MLP: `families.py`) come in the `ModelSpec`.
 
 Notable features:
 - returns logits ``[B, L, vocab]`` (float32) or final hidden states; never a loss,
@@ -118,7 +118,7 @@ class Transformer(nn.Module):
         embedding = self.param("embed", nn.with_logical_partitioning(nn.initializers.normal(s.init_std), ("vocab", "embed")),
                                (s.vocab_size, s.d_model), s.jnp_param_dtype)
         x = jnp.take(embedding, tokens, axis=0).astype(s.jnp_dtype)
-        if s.family == "gpt2":
+        if s.positions == "learned":
             pos_table = self.param("pos_embed", nn.with_logical_partitioning(nn.initializers.normal(s.init_std / 2), ("positions", "embed")),
                                    (s.max_seq_len, s.d_model), s.jnp_param_dtype)
             x = x + jnp.take(pos_table, positions, axis=0).astype(s.jnp_dtype)
@@ -138,6 +138,20 @@ class Transformer(nn.Module):
             logits = Dense(s.vocab_size, ("embed", "vocab"), s, name="lm_head")(x)
         logits = constrain(logits, ("act_batch", "act_length", "act_vocab")).astype(jnp.float32)
         return logits if cache is None else (logits, cache)
+
+
+def output_logits(spec: ModelSpec, params, x: jax.Array) -> jax.Array:
+    """The output head from the parameter tree, for losses that run it themselves (in chunks):
+    ``x [B, C, D]`` (final-normed hidden states) -> float32 logits ``[B, C, V]``, as `Transformer` computes them."""
+    if spec.tie_embeddings:
+        logits = jnp.einsum("bld,vd->blv", x, params["embed"].astype(spec.jnp_dtype))
+    else:
+        head = params["lm_head"]
+        logits = jnp.einsum("bld,dv->blv", x.astype(spec.jnp_dtype), head["kernel"].astype(spec.jnp_dtype))
+        if "bias" in head:
+            logits = logits + head["bias"].astype(spec.jnp_dtype)
+    logits = constrain(logits, ("act_batch", "act_length", "act_vocab"))
+    return logits.astype(jnp.float32)
 
 
 def param_count(params) -> int:

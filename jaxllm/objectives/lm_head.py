@@ -9,30 +9,22 @@ and their gradient as much again.
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jaxllm.model.spec import ModelSpec
+from jaxllm.model.transformer import output_logits
 
 
-def head_logits(spec: ModelSpec, params, x: jax.Array) -> jax.Array:
-    """``x [B, C, D]`` (final-normed hidden states) -> float32 logits ``[B, C, V]``, as `Transformer` computes them."""
-    if spec.tie_embeddings:
-        logits = jnp.einsum("bld,vd->blv", x, params["embed"].astype(spec.jnp_dtype))
-    else:
-        head = params["lm_head"]
-        logits = jnp.einsum("bld,dv->blv", x.astype(spec.jnp_dtype), head["kernel"].astype(spec.jnp_dtype))
-        if "bias" in head:
-            logits = logits + head["bias"].astype(spec.jnp_dtype)
-    logits = nn.with_logical_constraint(logits, ("act_batch", "act_length", "act_vocab"))
-    return logits.astype(jnp.float32)
+def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """``-log p(target)`` per position: ``logits [B, L, V]`` float32, ``targets [B, L]`` -> ``[B, L]``."""
+    logz = jax.nn.logsumexp(logits, axis=-1)
+    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return logz - picked
 
 
 def _nll_and_hits(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
-    logz = jax.nn.logsumexp(logits, axis=-1)
-    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return logz - picked, (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+    return token_nll(logits, targets), (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
 
 
 def token_nll_and_hits(spec: ModelSpec, params, hidden: jax.Array, targets: jax.Array,
@@ -43,12 +35,12 @@ def token_nll_and_hits(spec: ModelSpec, params, hidden: jax.Array, targets: jax.
     """
     b, l, d = hidden.shape
     if not chunk or chunk >= l or l % chunk:
-        return _nll_and_hits(head_logits(spec, params, hidden), targets)
+        return _nll_and_hits(output_logits(spec, params, hidden), targets)
     n = l // chunk
 
     @jax.checkpoint  # the backward pass recomputes each chunk's logits instead of storing them
     def one(h, t):
-        return _nll_and_hits(head_logits(spec, params, h), t)
+        return _nll_and_hits(output_logits(spec, params, h), t)
 
     hs = hidden.reshape(b, n, chunk, d).swapaxes(0, 1)  # [N, B, C, D]
     ts = targets.reshape(b, n, chunk).swapaxes(0, 1)

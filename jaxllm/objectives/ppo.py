@@ -223,7 +223,7 @@ def ppo_loss(model: ActorCritic, t: int, s: Settings, clip: float, value_clip: f
     = response tokens, so the step's division gives token means over the global batch. PPO-ptx adds
     ``ptx_coef`` times the mean pre-training NLL of the batch's ``ptx_*`` rows (scaled by the token count).
     """
-    from jaxllm.objectives.pretrain import token_nll
+    from jaxllm.objectives.lm_head import token_nll
 
     def loss(params, batch, frozen=None, rng=None):
         del frozen, rng  # dropout stays off in PPO: log-probs must match the rollout's

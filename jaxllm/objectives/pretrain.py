@@ -7,7 +7,6 @@ is padding).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from jaxllm.config.schema import Config
@@ -17,13 +16,6 @@ from jaxllm.data.report import data_lines
 from jaxllm.model.transformer import Transformer
 from jaxllm.objectives.base import Objective, ObjectiveSpec
 from jaxllm.objectives.lm_head import token_nll_and_hits
-
-
-def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """``-log p(target)`` per position: ``logits [B, L, V]`` float32, ``targets [B, L]`` -> ``[B, L]``."""
-    logz = jax.nn.logsumexp(logits, axis=-1)
-    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return logz - picked
 
 
 def make_lm_loss(model: Transformer, chunk: int = 0):
