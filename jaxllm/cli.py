@@ -34,18 +34,22 @@ from jaxllm.errors import UserError
 DEFAULT_CONFIG = "pretrain/demo"
 
 
-def _split_args(items: list[str]) -> tuple[str, list[str]]:
+def _split_args(items: list[str], default: str = DEFAULT_CONFIG) -> tuple[str, list[str]]:
     """First item is the config unless it is already an override (``a.b=c``)."""
     if items and "=" not in items[0]:
         return items[0], items[1:]
-    return DEFAULT_CONFIG, items
+    return default, items
+
+
+def _config(args):
+    """The checked config of ``CONFIG [key=value ...]`` (every command that takes one)."""
+    from jaxllm.config import load_config
+
+    return load_config(*_split_args(args.items))
 
 
 def cmd_train(args) -> int:
-    from jaxllm.config import load_config
-
-    path, overrides = _split_args(args.items)
-    cfg = load_config(path, overrides)
+    cfg = _config(args)
     from jaxllm.parallel.distributed import initialize
     from jaxllm.train.loop import train
 
@@ -55,8 +59,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_pipeline(args) -> int:
-    items = args.items
-    path, overrides = (items[0], items[1:]) if items and "=" not in items[0] else ("pipeline/demo", items)
+    path, overrides = _split_args(args.items, "pipeline/demo")
     from jaxllm.pipeline.run import run_pipeline
 
     run_pipeline(path, overrides)
@@ -75,11 +78,9 @@ def cmd_launch(args) -> int:
 
 
 def cmd_mesh(args) -> int:
-    from jaxllm.config import load_config
     from jaxllm.parallel.distributed import initialize
 
-    path, overrides = _split_args(args.items)
-    cfg = load_config(path, overrides)
+    cfg = _config(args)
     initialize(cfg.distributed)
     import jax
 
@@ -93,10 +94,9 @@ def cmd_mesh(args) -> int:
 
 
 def cmd_config_show(args) -> int:
-    from jaxllm.config import dump_yaml, load_config
+    from jaxllm.config import dump_yaml
 
-    path, overrides = _split_args(args.items)
-    print(dump_yaml(load_config(path, overrides)), end="")
+    print(dump_yaml(_config(args)), end="")
     return 0
 
 
@@ -110,12 +110,10 @@ def cmd_config_docs(args) -> int:
 def cmd_tokenizer_train(args) -> int:
     from pathlib import Path
 
-    from jaxllm.config import load_config
     from jaxllm.data.prepare import load_corpus
     from jaxllm.data.tokenizer import train_tokenizer
 
-    path, overrides = _split_args(args.items)
-    cfg = load_config(path, overrides)
+    cfg = _config(args)
     corpus = load_corpus(cfg)
     tc = cfg.data.tokenizer
     tok = train_tokenizer(corpus.train_docs, tc.vocab_size, tc.model_type, tc.train_chars)
@@ -130,11 +128,9 @@ def cmd_tokenizer_train(args) -> int:
 def cmd_data_prepare(args) -> int:
     import json
 
-    from jaxllm.config import load_config
     from jaxllm.data.prepare import prepare_dataset
 
-    path, overrides = _split_args(args.items)
-    stats = prepare_dataset(load_config(path, overrides))
+    stats = prepare_dataset(_config(args))
     if stats.get("cleaning"):
         from jaxllm.data.clean import format_report
         print(format_report(stats["cleaning"]))
@@ -142,65 +138,18 @@ def cmd_data_prepare(args) -> int:
     return 0
 
 
-def _write_shards(docs: list[str], folder, n: int) -> None:
-    import gzip
-    import json
-    from pathlib import Path
-
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    for k in range(n):
-        with gzip.open(Path(folder) / f"{k:05d}.jsonl.gz", "wt") as f:
-            for i in range(k, len(docs), n):
-                f.write(json.dumps({"text": docs[i], "id": str(i)}) + "\n")
-
-
 def cmd_data_clean(args) -> int:
-    import json
-    import tempfile
-    from pathlib import Path
+    from jaxllm.data.clean import clean_to_jsonl
 
-    from jaxllm.config import load_config
-    from jaxllm.data.clean import format_report
-
-    path, overrides = _split_args(args.items)
-    cfg = load_config(path, overrides)
+    cfg = _config(args)
     if args.executor:  # sharded files through datatrove's executors: corpora larger than one process
-        from jaxllm.data.clean_dist import build_stages, report_from_logs
-        from jaxllm.errors import UserError
-        if not args.out:
-            raise UserError("--executor needs --out DIR for the cleaned JSONL shards.")
-        work = Path(args.work or tempfile.mkdtemp(prefix="jaxllm-clean-"))
-        input_dir = args.input
-        if not input_dir:  # the configured source, written as shards first
-            from jaxllm.data.sources import load_documents
-            input_dir = str(work / "input")
-            _write_shards(load_documents(cfg.data)[0], input_dir, args.tasks)
-        slurm = {"partition": args.slurm_partition, "time": args.slurm_time} if args.executor == "slurm" else None
-        chain = build_stages(cfg.data.clean, input_dir, args.out, str(work), executor=args.executor, tasks=args.tasks,
-                             workers=args.workers, field=cfg.data.field if args.input else "text", slurm=slurm)
-        chain[-1].run()
-        if args.executor == "slurm":
-            print(f"submitted {len(chain)} dependent SLURM stages; logs and stats in {work / 'logs'}; "
-                  f"output in {args.out}")
-            return 0
-        print(format_report(report_from_logs(str(work))))
-        print(f"cleaned shards in {args.out}; stage logs in {work / 'logs'}")
-        return 0
+        from jaxllm.data.clean_dist import clean_sharded
 
-    from jaxllm.data.clean import clean_documents
-    from jaxllm.data.sources import load_documents
-    docs, report = load_documents(cfg.data)
-    kept, steps = clean_documents(docs, cfg.data.clean)
-    print(format_report(steps))
-    if report["skipped_records"]:
-        print(f"skipped {report['skipped_records']} bad records, e.g. {report['skipped_examples'][0]}")
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("w") as f:
-            for d in kept:
-                f.write(json.dumps({"text": d}) + "\n")
-        print(f"wrote {len(kept)} documents to {out}")
+        slurm = {"partition": args.slurm_partition, "time": args.slurm_time} if args.executor == "slurm" else None
+        lines = clean_sharded(cfg.data, args.out, args.work, args.input, args.executor, args.tasks, args.workers, slurm)
+    else:
+        lines = clean_to_jsonl(cfg.data, args.out)
+    print("\n".join(lines))
     return 0
 
 
@@ -252,15 +201,6 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def _fit_history(loaded, history, room: int):
-    """Drop the oldest exchanges (never the system message or the new question) until a reply fits."""
-    limit = loaded.model.spec.max_seq_len - min(room, loaded.model.spec.max_seq_len // 4)
-    first = 1 if history and history[0].role == "system" else 0
-    while len(loaded.chat_template.prompt(history)) > limit and len(history) - first > 1:
-        history = history[:first] + history[first + 1:]
-    return history
-
-
 def cmd_chat(args) -> int:
     import jax
 
@@ -285,7 +225,7 @@ def cmd_chat(args) -> int:
         if not line:
             continue
         history.append(Message("user", line))
-        history = _fit_history(loaded, history, args.max_new_tokens)
+        history = loaded.fit_history(history, args.max_new_tokens)
         key, sub = jax.random.split(key)
         try:
             out = loaded.reply([history], _sampling(args), sub)[0]

@@ -212,3 +212,23 @@ def format_report(report: list[dict]) -> str:
     for r in report:
         lines.append(f"{r['step']:<15}{r['documents']:>11,}{r['documents_removed']:>9,}{r['characters']:>13,}{r['characters_removed']:>11,}")
     return "\n".join(lines)
+
+
+def clean_to_jsonl(data, out: str | None) -> list[str]:
+    """`jaxllm data clean`: ``data`` (a `DataConfig`)'s documents cleaned in this process, what each step
+    removed, and (with ``out``) the kept documents as JSONL; lines for the user."""
+    from jaxllm.data.sources import load_documents
+
+    docs, report = load_documents(data)
+    kept, steps = clean_documents(docs, data.clean)
+    lines = [format_report(steps)]
+    if report["skipped_records"]:
+        lines.append(f"skipped {report['skipped_records']} bad records, e.g. {report['skipped_examples'][0]}")
+    if out:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as f:
+            for d in kept:
+                f.write(json.dumps({"text": d}) + "\n")
+        lines.append(f"wrote {len(kept)} documents to {path}")
+    return lines

@@ -101,3 +101,39 @@ def report_from_logs(work_dir: str) -> list[dict]:
                 label = s["name"].split("count:")[-1]
                 counts.append((label, int(st.get("documents", 0)), int(st.get("characters", {}).get("total", 0))))
     return step_report(counts)
+
+
+def _write_shards(docs: list[str], folder: Path, n: int) -> None:
+    import gzip
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        with gzip.open(folder / f"{k:05d}.jsonl.gz", "wt") as f:
+            for i in range(k, len(docs), n):
+                f.write(json.dumps({"text": docs[i], "id": str(i)}) + "\n")
+
+
+def clean_sharded(data, out: str | None, work: str | None, input_dir: str | None, executor: str, tasks: int,
+                  workers: int, slurm: dict | None) -> list[str]:
+    """`jaxllm data clean --executor`: ``data`` (a `DataConfig`)'s source (or ``input_dir``'s JSONL shards)
+    cleaned by datatrove's local or SLURM executor into ``out``; lines for the user."""
+    import tempfile
+
+    from jaxllm.data.clean import format_report
+    from jaxllm.data.sources import load_documents
+
+    if not out:
+        raise UserError("--executor needs --out DIR for the cleaned JSONL shards.")
+    work_dir = Path(work or tempfile.mkdtemp(prefix="jaxllm-clean-"))
+    if not input_dir:  # the configured source, written as shards first
+        input_dir = str(work_dir / "input")
+        _write_shards(load_documents(data)[0], Path(input_dir), tasks)
+        field = "text"
+    else:
+        field = data.field
+    chain = build_stages(data.clean, input_dir, out, str(work_dir), executor=executor, tasks=tasks, workers=workers,
+                         field=field, slurm=slurm)
+    chain[-1].run()
+    if executor == "slurm":
+        return [f"submitted {len(chain)} dependent SLURM stages; logs and stats in {work_dir / 'logs'}; output in {out}"]
+    return [format_report(report_from_logs(str(work_dir))), f"cleaned shards in {out}; stage logs in {work_dir / 'logs'}"]

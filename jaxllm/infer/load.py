@@ -81,6 +81,15 @@ class Loaded:
         return [{"text": tpl.reply_text(o["tokens"]).strip(), "stopped": bool(o["tokens"]) and o["tokens"][-1] in tpl.stop_ids,
                  **o} for o in outs]
 
+    def fit_history(self, history: Conversation, room: int) -> Conversation:
+        """Drop the oldest exchanges (never the system message or the new question) until a reply of
+        ``room`` tokens (at most a quarter of max_seq_len) fits."""
+        limit = self.model.spec.max_seq_len - min(room, self.model.spec.max_seq_len // 4)
+        first = 1 if history and history[0].role == "system" else 0
+        while len(self.chat_template.prompt(history)) > limit and len(history) - first > 1:
+            history = history[:first] + history[first + 1:]
+        return history
+
     def ask(self, question: str, sampling: Sampling, key: jax.Array, system: str | None = None) -> str:
         conv = ([Message("system", system)] if system else []) + [Message("user", question)]
         return self.reply([conv], sampling, key)[0]["text"]
