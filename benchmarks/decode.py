@@ -34,7 +34,7 @@ from jaxllm.model import Transformer, param_count, resolve_spec  # noqa: E402
 from jaxllm.model.decode import Sampling, decoder, left_pad  # noqa: E402
 from jaxllm.parallel.mesh import make_mesh  # noqa: E402
 from jaxllm.train.state import abstract_params  # noqa: E402
-from jaxllm.train.step import mesh_context  # noqa: E402
+from jaxllm.parallel.layout import mesh_context  # noqa: E402
 
 
 def measure(preset: str, batch: int, prompt: int, new: int, repeats: int, temperature: float,

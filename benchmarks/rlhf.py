@@ -40,7 +40,8 @@ from jaxllm.parallel.mesh import make_mesh  # noqa: E402
 from jaxllm.parallel.sharding import global_batch  # noqa: E402
 from jaxllm.train.optimizer import make_optimizer  # noqa: E402
 from jaxllm.train.state import sharded_init  # noqa: E402
-from jaxllm.train.step import jit_train_step, make_train_step, mesh_context  # noqa: E402
+from jaxllm.parallel.layout import mesh_context  # noqa: E402
+from jaxllm.train.step import jit_train_step, make_train_step  # noqa: E402
 
 
 def timed(fn, *args, **kw):

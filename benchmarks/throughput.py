@@ -35,7 +35,8 @@ from jaxllm.parallel.sharding import global_batch  # noqa: E402
 from jaxllm.train.metrics import peak_flops_per_device  # noqa: E402
 from jaxllm.train.optimizer import make_optimizer  # noqa: E402
 from jaxllm.train.state import sharded_init  # noqa: E402
-from jaxllm.train.step import jit_train_step, make_train_step, mesh_context  # noqa: E402
+from jaxllm.parallel.layout import mesh_context  # noqa: E402
+from jaxllm.train.step import jit_train_step, make_train_step  # noqa: E402
 
 
 def random_batch(vocab: int, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:

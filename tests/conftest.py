@@ -38,3 +38,8 @@ def tiny_config(run_dir, *extra, model="tiny"):
 @pytest.fixture
 def tiny(tmp_path):
     return lambda *extra, model="tiny": tiny_config(tmp_path / "run", *extra, model=model)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The long end-to-end tests first, so that with several workers none of them starts last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -36,6 +36,7 @@ def _table(stdout):
     return rows
 
 
+@pytest.mark.slow
 def test_local_workers_match_in_process_and_resume(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     proc = _cli([*ARGS, "--executor", "local", "--tasks", "3", "--workers", "2", "--out", str(out), "--work", str(work)])

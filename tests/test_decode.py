@@ -12,7 +12,7 @@ from jaxllm.model.decode import Sampling, choose, generate, init_cache, left_pad
 from jaxllm.parallel.mesh import make_mesh
 from jaxllm.config.schema import MeshConfig, DEFAULT_RULES
 from jaxllm.train.state import abstract_params
-from jaxllm.train.step import mesh_context
+from jaxllm.parallel.layout import mesh_context
 
 V = 96
 

@@ -129,6 +129,7 @@ def test_greedy_generation_equals_transformers_generate(name, tmp_path):
         assert list(o["tokens"]) == ref
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_reward_model_exports_as_a_sequence_classifier(family, tmp_path):
     """A scalar model's score == transformers' *ForSequenceClassification score at the last real token
@@ -161,7 +162,7 @@ def test_sharded_checkpoint_loads_onto_an_fsdp_mesh(tmp_path):
     from jaxllm.config.schema import MeshConfig
     from jaxllm.parallel.mesh import make_mesh
     from jaxllm.train.state import abstract_params
-    from jaxllm.train.step import mesh_context
+    from jaxllm.parallel.layout import mesh_context
 
     torch.manual_seed(0)
     m = tf.LlamaForCausalLM(tf.LlamaConfig(**{**LLAMA, "hidden_size": 64, "vocab_size": 64}, num_key_value_heads=2))

@@ -104,6 +104,7 @@ def _grid(out: str) -> list[list[int]]:
     return [[int(x) for x in m.group(1).split()] for m in re.finditer(r"data \d+: ([\d ]+)\n", out)]
 
 
+@pytest.mark.slow
 def test_mesh_command_shows_which_process_drives_each_device():
     """`jaxllm mesh` after joining: dcn_data keeps each process on one data row, dcn_fsdp splits the rows."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -186,6 +187,7 @@ def _wait_exit(proc, timeout: float) -> float:
     return time.monotonic() - t0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("victim", [1, 0])
 def test_killing_one_process_stops_the_other_within_the_heartbeat_timeout(tmp_path, victim):
     """SIGKILL mid-training (no chance to say goodbye): the survivor exits non-zero within
@@ -204,6 +206,7 @@ def test_killing_one_process_stops_the_other_within_the_heartbeat_timeout(tmp_pa
         print(f"survivor exited {took:.1f}s after process {victim} was killed")
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_process_saves_the_same_step_everywhere_and_stops(tmp_path):
     """Pre-emption of one host: the processes agree on a step (JAX's preemption service), all save it and exit 0."""
     from jaxllm.train.checkpoint import latest_step

@@ -85,10 +85,12 @@ def test_label_smoothing_loss_matches_numpy(example_on_path):
     np.testing.assert_allclose(float(metrics["nll"][0]), (nll * np.asarray(batch["loss_mask"])).sum(), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_example_objective_trains_end_to_end_from_outside_the_package(tmp_path):
     """`jaxllm train` on the example's own config, the plugin found through PYTHONPATH: no edit to jaxllm/."""
     run = tmp_path / "ls"
-    env = {**os.environ, "PYTHONPATH": str(EXAMPLE), "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(EXAMPLE), os.environ.get("PYTHONPATH")])),
+           "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)
     args = [sys.executable, "-m", "jaxllm.cli", "train", str(EXAMPLE / "config.yaml"),
             *tiny_overrides(run, "train.steps=12", "train.eval_every=6", "data.clean.enabled=false",
@@ -156,6 +158,7 @@ def test_no_import_runs_back_up():
     assert not bad, "\n".join(bad)
 
 
+@pytest.mark.slow
 def test_an_old_run_dir_still_loads_generates_and_seeds_a_new_stage(tmp_path, capsys):
     """A run written before this change (tests/fixtures/make_old_sft_run.sh): `objective.train_on` is read as
     objective.sft.train_on with a note; the checkpoint generates and initialises a reward model."""

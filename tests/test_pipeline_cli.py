@@ -44,11 +44,11 @@ def finished(tmp_path_factory):
     return tmp_path, path, overrides, run_pipeline(path, overrides)
 
 
+@pytest.mark.slow
 def test_pipeline_wires_stages_and_writes_a_report(finished, capsys):
     from jaxllm.pipeline.run import load_pipeline, run_pipeline, stage_config
     from jaxllm.pretrained import load_params
     from jaxllm.train.loop import _initial_state, _prepare
-    from jaxllm.train.step import mesh_context
 
     tmp_path, path, overrides, report = finished
     text = report.read_text()
@@ -77,20 +77,21 @@ def test_pipeline_wires_stages_and_writes_a_report(finished, capsys):
     p = load_pipeline(path, overrides + [f"ppo.run.dir={tmp_path / 'fresh'}"])
     cfg = stage_config(p, "ppo")
     r = _prepare(cfg, None)
-    with mesh_context(r.mesh, cfg.mesh.rules):
-        state, _, abstract, _ = _initial_state(r)
+    with r.layout.context():
+        state, frozen, _, abstract, _ = _initial_state(r)
         sft = load_params(str(tmp_path / "runs/sft"), abstract.params["policy"])
         rm = load_params(str(tmp_path / "runs/reward"), abstract.params["critic"])
-        src = r.objective.train_batches
-    for got, want in ((state.params["policy"], sft), (state.params["critic"], rm), (src.ref, sft), (src.rm, rm)):
+        engine = r.objective.train_batches.engine
+    assert engine.ref is frozen["reference"] and engine.rm is frozen["reward_model"]  # the placed frozen models
+    for got, want in ((state.params["policy"], sft), (state.params["critic"], rm), (engine.ref, sft), (engine.rm, rm)):
         jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), got, want)
     assert cfg.init_from == str(tmp_path / "runs/sft") and cfg.objective.ppo.reward_from == str(tmp_path / "runs/reward")
 
     # a fresh reward model takes its trunk from SFT (the head is new)
     cfg = stage_config(load_pipeline(path, overrides + [f"reward.run.dir={tmp_path / 'fresh-rm'}"]), "reward")
     r = _prepare(cfg, None)
-    with mesh_context(r.mesh, cfg.mesh.rules):
-        state, _, abstract, _ = _initial_state(r)
+    with r.layout.context():
+        state, *_ = _initial_state(r)
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), state.params["trunk"], sft)
 
 

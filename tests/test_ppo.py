@@ -151,6 +151,7 @@ def test_scored_logprobs_are_the_samplers(tmp_path, tiny):
     np.testing.assert_allclose(scored["ref_logp"] * arr["resp_mask"], scored["old_logp"] * arr["resp_mask"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_ppo_smoke_run_raises_a_learnable_reward(tiny):
     from jaxllm.train.loop import train
     sys.path.insert(0, str(ROOT / "tests"))
@@ -191,6 +192,7 @@ def test_ptx_adds_the_pretraining_loss(actor_critic):
     np.testing.assert_allclose(float(metrics["ptx_loss"][0] / metrics["ptx_loss"][1]), mean_nll, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_ptx_run_draws_pretraining_batches(tiny):
     from jaxllm.train.loop import train
     sys.path.insert(0, str(ROOT / "tests"))
@@ -217,6 +219,7 @@ def test_prompt_files_take_prompts_and_hh_histories(tmp_path):
         read_prompt_files([str(f)], "raise")
 
 
+@pytest.mark.slow
 def test_ppo_resumes_with_its_rollout_position_and_kl_coefficient(tiny):
     from jaxllm.train.loop import train
     sys.path.insert(0, str(ROOT / "tests"))

@@ -43,6 +43,7 @@ def test_sft_run_trains_on_chats_from_the_pretrained_checkpoint(runs):
     assert (base / "sft" / "tokenizer.model").read_bytes() == (base / "pre" / "tokenizer.model").read_bytes()
 
 
+@pytest.mark.slow
 def test_generate_chat_and_eval_commands(runs, tmp_path):
     base, _ = runs
     out = _cli(["generate", str(base / "sft"), "--prompt", "What is the capital of Peru?", "--prompt", "Hi",

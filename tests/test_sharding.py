@@ -17,9 +17,10 @@ from jaxllm.parallel.mesh import make_mesh
 from jaxllm.parallel.sharding import global_batch
 from jaxllm.train.optimizer import make_optimizer
 from jaxllm.train.state import sharded_init
-from jaxllm.train.step import jit_train_step, make_train_step, mesh_context
+from jaxllm.parallel.layout import mesh_context
+from jaxllm.train.step import jit_train_step, make_train_step
 
-MESHES = [(8, 1, 1), (2, 2, 2), (1, 2, 4)]
+MESHES = [pytest.param((8, 1, 1), marks=pytest.mark.slow), (2, 2, 2), pytest.param((1, 2, 4), marks=pytest.mark.slow)]
 
 
 def _setup(cfg, shape, devices):

@@ -52,6 +52,7 @@ def _mesh_overrides(run_dir, *extra):
                           "checkpoint.every=3", "checkpoint.async_save=true", *extra)
 
 
+@pytest.mark.slow
 def test_stop_and_resume_is_bitwise_identical(tmp_path):
     """A run pre-empted at step 3 and resumed ends at step 6 with exactly the uninterrupted parameters."""
     tiny = ROOT / "configs/model/tiny.yaml"

@@ -29,7 +29,6 @@ from jaxllm.data.readers import BadRecords, expand_paths, iter_jsonl, read_text
 from jaxllm.errors import UserError
 from jaxllm.infer.load import Loaded
 from jaxllm.model.decode import Sampling
-from jaxllm.parallel.sharding import to_host
 
 
 def normalize(text: str) -> str:
@@ -112,8 +111,6 @@ def perplexity(loaded: Loaded, paths: list[str], seq_len: int | None = None, bat
     from jaxllm.data.packing import build_stream, num_rows, pack_rows
     from jaxllm.data.readers import read_jsonl
     from jaxllm.objectives.pretrain import make_lm_loss
-    from jaxllm.parallel.sharding import batch_divisor, global_batch
-    from jaxllm.train.step import mesh_context
 
     docs = []
     for p in expand_paths(paths):
@@ -126,17 +123,17 @@ def perplexity(loaded: Loaded, paths: list[str], seq_len: int | None = None, bat
     n = num_rows(stream, seq_len)
     if n == 0:
         raise UserError(f"--text {paths}: shorter than one row of {seq_len} tokens; lower --seq-len.")
-    rules = loaded.cfg.mesh.rules
+    layout = loaded.layout
     loss_fn = jax.jit(make_lm_loss(loaded.model))
     total, count = 0.0, 0.0
-    with mesh_context(loaded.mesh, rules):
-        div = batch_divisor(loaded.mesh, rules)
+    with layout.context():
+        div = layout.batch_divisor
         b = -(-batch_size // div) * div
         for start in range(0, n, b):
             rows = np.arange(start, start + b) % n
             batch = pack_rows(stream, rows, seq_len)
             batch["loss_mask"][start + np.arange(b) >= n] = 0.0  # wrapped-around padding rows
-            s, c, _ = to_host(loss_fn(loaded.params, global_batch(batch, loaded.mesh, rules)))
+            s, c, _ = layout.to_host(loss_fn(loaded.params, layout.global_batch(batch)))
             total, count = total + float(s), count + float(c)
     nll = total / max(count, 1.0)
     return {"documents": len(docs), "tokens": int(count), "nll": nll, "perplexity": math.exp(min(nll, 50.0))}

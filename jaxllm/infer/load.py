@@ -39,6 +39,10 @@ class Loaded:
     path: Path
 
     @functools.cached_property
+    def layout(self) -> Layout:
+        return Layout(self.mesh, self.cfg.mesh.rules)
+
+    @functools.cached_property
     def chat_template(self) -> ChatTemplate:
         return ChatTemplate(self.tokenizer)
 
@@ -58,9 +62,8 @@ class Loaded:
         """Token prompts -> ``[{"tokens", "logprobs"}]``, in batches of ``batch_size``."""
         sampling = dataclasses.replace(sampling, max_new_tokens=self.max_new_tokens(prompts, sampling.max_new_tokens))
         out = []
-        layout = Layout(self.mesh, self.cfg.mesh.rules)
-        with layout.context():
-            div = layout.batch_divisor
+        with self.layout.context():
+            div = self.layout.batch_divisor
             for i in range(0, len(prompts), batch_size):
                 key, sub = jax.random.split(key)
                 out += generate(self.model, self.params, prompts[i:i + batch_size], sub, sampling,

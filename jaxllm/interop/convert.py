@@ -28,9 +28,8 @@ def from_hf(hf_dir: str | Path, out: str | Path) -> list[str]:
 
     from jaxllm.model import Transformer, param_count, resolve_spec
     from jaxllm.model.scalar import ScalarModel
+    from jaxllm.parallel.layout import Layout
     from jaxllm.parallel.mesh import make_mesh
-    from jaxllm.train.state import abstract_params
-    from jaxllm.train.step import mesh_context
 
     hf_dir, out = Path(hf_dir), Path(out)
     hf = read_hf_config(hf_dir)
@@ -43,10 +42,10 @@ def from_hf(hf_dir: str | Path, out: str | Path) -> list[str]:
     section = {k: v for k, v in dataclasses.asdict(model_cfg).items() if v is not None}
     spec = resolve_spec(model_cfg)
     mesh_cfg = MeshConfig(data=1, fsdp=-1)
-    mesh = make_mesh(mesh_cfg)
+    layout = Layout(make_mesh(mesh_cfg), mesh_cfg.rules)
     model = ScalarModel(spec) if scalar else Transformer(spec)
-    with mesh_context(mesh, mesh_cfg.rules):
-        params = load_hf_params(hf_dir, spec, abstract_params(model, mesh, mesh_cfg.rules), scalar=scalar)
+    with layout.context():
+        params = load_hf_params(hf_dir, spec, layout.abstract_params(model), scalar=scalar)
         manager = ocp.CheckpointManager((out / "checkpoints").absolute(), options=ocp.CheckpointManagerOptions(create=True),
                                         item_handlers={"params": ocp.StandardCheckpointHandler(),
                                                        "config": ocp.JsonCheckpointHandler()})

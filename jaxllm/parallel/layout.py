@@ -60,3 +60,8 @@ class Layout:
             boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32))["params"])
             shapes = nn.meta.unbox(boxed)
         return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, self.shardings(boxed))
+
+
+def mesh_context(mesh: Mesh, rules: list):
+    """``Layout(mesh, rules).context()``, for code that holds the two apart."""
+    return Layout(mesh, rules).context()

@@ -21,7 +21,6 @@ from jaxllm.world.prompts import KINDS
 from jaxllm.world.source import BuiltinSource
 from jaxllm.model.decode import Sampling
 from jaxllm.model.scalar import ScalarModel
-from jaxllm.parallel.layout import Layout
 from jaxllm.pipeline.plot import svg_curves
 from jaxllm.rl.evaluate import evaluate_policy
 from jaxllm.rl.rollout import RolloutEngine, Settings
@@ -48,9 +47,8 @@ def evaluate_stage(loaded, ref_params, rm_params, prompts) -> tuple[dict, list[s
     settings = Settings(1.0, tok.vocab_size, 1.0, 1.0, "k1", 0.0, 0.0, False)
     engine = RolloutEngine(loaded.model.spec, p_len, MAX_NEW, Sampling(1.0, max_new_tokens=MAX_NEW), settings, tpl,
                            critic=False)
-    layout = Layout(loaded.mesh, loaded.cfg.mesh.rules)
-    engine.attach(layout, ref_params, rm_params)
-    with layout.context():
+    engine.attach(loaded.layout, ref_params, rm_params)
+    with loaded.layout.context():
         metrics, greedy, _ = evaluate_policy(engine, {"policy": loaded.params}, prompts, key_seed=3)
     res = {k: v for k, v in metrics.items() if k not in ("kl", "stop", "response_len")}
     res["kl_to_sft"] = metrics["kl"]
@@ -79,9 +77,8 @@ def write_report(p, cfgs: dict, times: dict) -> Path:
     _, held, _ = BuiltinSource(cfgs["sft"].data.builtin).prompts(p.eval_prompts)  # the prompts PPO evaluates on
     prompts = [q.item for q in held]
     sft = load_checkpoint(cfgs["sft"].run.dir)
-    layout = Layout(sft.mesh, sft.cfg.mesh.rules)
-    with layout.context():
-        rm = load_params(cfgs["reward"].run.dir, layout.abstract_params(ScalarModel(sft.model.spec)))
+    with sft.layout.context():
+        rm = load_params(cfgs["reward"].run.dir, sft.layout.abstract_params(ScalarModel(sft.model.spec)))
     rows, answers = {}, {}
     for stage in ("pretrain", "sft", "ppo"):
         loaded = sft if stage == "sft" else load_checkpoint(cfgs[stage].run.dir)

@@ -17,17 +17,11 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxllm.parallel.layout import Layout
 from jaxllm.parallel.sharding import batch_sharding
 from jaxllm.train.state import TrainState
 
 # (params, batch, frozen, rng) -> (loss_sum, denominator, {name: (sum, count)}): see objectives/base.py
 LossFn = Callable[..., tuple[Any, Any, dict[str, tuple[Any, Any]]]]
-
-
-def mesh_context(mesh: Mesh, rules: list):
-    """Mesh and logical rules active while tracing (`Layout.context`)."""
-    return Layout(mesh, rules).context()
 
 
 def _split_micro(batch: dict, n: int) -> dict:
