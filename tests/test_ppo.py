@@ -203,6 +203,28 @@ def test_ptx_run_draws_pretraining_batches(tiny):
     assert all(np.isfinite(h["ptx_loss"]) and h["ptx_loss"] > 0 for h in hist)
 
 
+def test_ptx_reads_its_own_data_section(tmp_path, tiny):
+    """PPO-ptx rows come from objective.ppo.ptx (here a text file), not from data.* (the prompts' source)."""
+    from jaxllm.data.tokenizer import train_tokenizer
+    from jaxllm.errors import ConfigError
+    from jaxllm.objectives.ppo import _ptx_batches
+
+    docs = [f"Zebras number {i} graze in the quiet valley while the river runs past the old mill." for i in range(40)]
+    f = tmp_path / "ptx.txt"
+    f.write_text("\n\n".join(docs) + "\n")
+    args = ["objective.name=ppo", "objective.ppo.reward_fn=test_ppo:vowel_reward", "train.seq_len=24",
+            "objective.ppo.max_new_tokens=8", "objective.ppo.rollout_prompts=8",
+            "objective.ppo.ptx_coef=0.5", "objective.ppo.ptx.source=text"]
+    with pytest.raises(ConfigError, match="objective.ppo.ptx.source = 'text' needs objective.ppo.ptx.paths"):
+        tiny(*args)
+    cfg = tiny(*args, f"objective.ppo.ptx.paths=[{f}]")
+    tok = train_tokenizer(docs, vocab_size=300)
+    batch = next(_ptx_batches(cfg, tok, 0, 1))
+    assert batch["inputs"].shape == (8, 24)
+    text = tok.decode([int(i) for i in batch["inputs"].reshape(-1) if i > 3])
+    assert "Zebras" in text and "capital" not in text  # the file's text, not the built-in corpus
+
+
 def test_prompt_files_take_prompts_and_hh_histories(tmp_path):
     from jaxllm.errors import UserError
     from jaxllm.data.prompt_data import read_prompt_files
