@@ -40,6 +40,14 @@ def tiny(tmp_path):
     return lambda *extra, model="tiny": tiny_config(tmp_path / "run", *extra, model=model)
 
 
+# Modules whose tests share a trained module-scoped fixture: run on one worker, so it is trained once.
+SHARED_FIXTURES = ("test_pipeline_cli", "test_sft_cli", "test_sharding", "test_multiprocess")
+
+
 def pytest_collection_modifyitems(config, items):
-    """The long end-to-end tests first, so that with several workers none of them starts last."""
+    """The long end-to-end tests first, so that with several workers none of them starts last; the tests
+    of a module with a shared trained fixture together on one worker (``--dist loadgroup``)."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    for item in items:
+        if item.module.__name__ in SHARED_FIXTURES:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

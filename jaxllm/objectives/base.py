@@ -83,7 +83,8 @@ def _identity(params):
 class Params:
     """Parameters the loop places on the mesh for an objective: read from ``path`` (a run dir, its
     checkpoints/<step>, or a Hugging Face dir) as ``module`` holds them, then ``select``-ed; or, with
-    ``path`` None, a copy of the fresh trainable parameters' ``copy`` subtree (None: all of them)."""
+    ``path`` None, a copy of the initial trainable parameters' ``copy`` subtree (None: all of them; a
+    resumed run re-creates them from the seed, so the copy is still of the initial ones)."""
 
     module: Any
     path: str | None = None

@@ -191,23 +191,27 @@ def _initial_state(r: _Run):
     init, shardings, abstract = sharded_init(r.model, r.tx, cfg.train.seq_len, layout.mesh, layout.rules)
     ckpt = Checkpointer(r.run_dir / "checkpoints", cfg.checkpoint) if cfg.checkpoint.enabled else None
     latest = ckpt.latest_step() if ckpt else None
+    fresh = None  # the initial trainable parameters, where a frozen copy of them is declared
     if latest is not None:
         state, data_state = ckpt.restore(abstract, latest)
         r.objective.train_batches.restore(data_state)
         r.say.write(f"resumed from {r.run_dir / 'checkpoints'} at step {latest}")
+        if any(p.path is None for p in obj.frozen.values()):
+            fresh = init(jax.random.PRNGKey(cfg.seed)).params  # the same init as the first start (same seed)
     else:
         state = init(jax.random.PRNGKey(cfg.seed))
+        fresh = state.params
         parts = obj.init if obj.init is not None else ({None: Params(r.model, cfg.init_from)} if cfg.init_from else {})
         params = dict(state.params)
         for key, p in parts.items():
             if key is None:
-                params = _place(p, state.params, layout, abstract.params)
+                params = _place(p, fresh, layout, abstract.params)
             else:
-                params[key] = _place(p, state.params, layout)
+                params[key] = _place(p, fresh, layout)
         state = state.replace(params=params)
         if cfg.init_from:
             r.say.write(f"parameters taken from {cfg.init_from}")
-    frozen = {name: _place(p, state.params, layout) for name, p in obj.frozen.items()}
+    frozen = {name: _place(p, fresh, layout) for name, p in obj.frozen.items()}
     if obj.on_policy:
         r.say.write(obj.train_batches.attach(layout, frozen))
     return state, frozen, shardings, abstract, ckpt
