@@ -44,6 +44,7 @@ def tiny(tmp_path):
 SHARED_FIXTURES = ("test_pipeline_cli", "test_sft_cli", "test_sharding", "test_multiprocess")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group markers
 def pytest_collection_modifyitems(config, items):
     """The long end-to-end tests first, so that with several workers none of them starts last; the tests
     of a module with a shared trained fixture together on one worker (``--dist loadgroup``)."""

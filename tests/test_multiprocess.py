@@ -267,7 +267,10 @@ def test_launcher_reports_the_process_that_failed_first(tmp_path):
     text = "".join(out.parts)
     assert rc == 2
     assert "[process 0] error: mesh: data*fsdp*tensor = 3*1*1 = 3 but 8 devices are visible" in text
-    assert re.search(r"launch: process [01] failed first \(exit code 2\); then process [01] exit code 2", text)
+    # the other process hits the same error, unless the coordinator (process 0) is gone first: then JAX's
+    # client aborts it (seen under load, with two test workers on two cores)
+    assert re.search(r"launch: process [01] failed first \(exit code 2\); then process [01] "
+                     r"(exit code 2|killed by SIGABRT)", text)
 
 
 # -- start-up settings, without processes ---------------------------------------------------------------------------
