@@ -40,15 +40,9 @@ def tiny(tmp_path):
     return lambda *extra, model="tiny": tiny_config(tmp_path / "run", *extra, model=model)
 
 
-# Modules whose tests share a trained module-scoped fixture: run on one worker, so it is trained once.
-SHARED_FIXTURES = ("test_pipeline_cli", "test_sft_cli", "test_sharding", "test_multiprocess")
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group markers
 def pytest_collection_modifyitems(config, items):
-    """The long end-to-end tests first, so that with several workers none of them starts last; the tests
-    of a module with a shared trained fixture together on one worker (``--dist loadgroup``)."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-    for item in items:
-        if item.module.__name__ in SHARED_FIXTURES:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    """Files with long end-to-end tests first, so that with several workers (``--dist loadfile``: a file's
+    tests on one worker, its module fixtures trained once) none of them starts last. Order within a file
+    is kept: interleaving files would tear a module's shared fixture down and train it again."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
