@@ -65,6 +65,12 @@ def config_markdown() -> str:
         "| key | type | default | allowed | meaning |\n|---|---|---|---|---|",
     ]
     _rows(Config, "", out)
+    from jaxllm.objectives.registry import builtin_specs
+
+    out += ["", "### Built-in objectives (`objective.name`)", "",
+            "Each is one module of `jaxllm/objectives/`; your own is `package.module:SPEC` (examples/custom_objective).", "",
+            "| name | what it trains |", "|---|---|"]
+    out += [f"| `{name}` | {spec.doc} |" for name, spec in builtin_specs().items()]
     out += ["", "### Default logical-axis rules (`mesh.rules`)", "",
             "Weights use plain names; activations `act_*`. A rule maps a logical axis to a mesh axis, a list of",
             "mesh axes, or null (replicated). Data parallel, FSDP and tensor parallel differ only in mesh sizes.", "",

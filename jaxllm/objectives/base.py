@@ -143,9 +143,5 @@ class ObjectiveSpec:
     chat: bool = True     # its runs answer as an assistant (a chat template), not as plain continuation
     doc: str = ""         # one line for `objective.name`'s documentation
 
-    def options(self, cfg):
-        """This objective's section of ``cfg.objective``."""
-        return getattr(cfg.objective, self.name)
-
     def lm_part(self) -> Part | None:
         return next((p for p in self.parts.values() if p.kind == "lm"), None)

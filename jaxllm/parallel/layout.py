@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
 
 from jaxllm.parallel import sharding
 
@@ -37,10 +37,6 @@ class Layout:
     def batch_divisor(self) -> int:
         """How many ways the batch dim is split (a global batch must divide by it)."""
         return sharding.batch_divisor(self.mesh, self.rules)
-
-    @property
-    def replicated(self) -> NamedSharding:
-        return NamedSharding(self.mesh, P())
 
     def batch_sharding(self, ndim: int) -> NamedSharding:
         return sharding.batch_sharding(self.mesh, self.rules, ndim)
