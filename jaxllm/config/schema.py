@@ -52,6 +52,8 @@ class ModelConfig:
     rope_original_max_len: int = _f(8192, min=1, doc="llama3 RoPE scaling: original_max_position_embeddings.")
     tie_embeddings: Optional[bool] = _f(None, doc="Share input embedding and output head; null = family default (gpt2 yes, llama no).")
     use_bias: Optional[bool] = _f(None, doc="Biases in dense layers and norms; null = family default (gpt2 yes, llama no).")
+    head_bias: bool = _f(False, doc="A bias on an untied output head. Hugging Face's GPT-2 and Llama heads have none, so "
+                         "such a run cannot be exported; run dirs written before this key read it as true where they had one.")
     dropout: float = _f(0.0, min=0.0, max=1.0, doc="Dropout on embeddings and residual branches (training only).")
     init_std: float = _f(0.02, min=0.0, doc="Std of normal init; residual output projections get init_std/sqrt(2*n_layers).")
     param_dtype: str = _f("float32", choices=("float32", "bfloat16"), doc="Storage dtype of parameters.")
@@ -101,6 +103,7 @@ class CleanConfig:
     repetition_scale: float = _f(1.0, min=0.1, doc="Multiplies every Gopher repetition threshold; 1.0 = published values.")
     quality: bool = _f(True, doc="Gopher quality rules.")
     quality_min_words: int = _f(50, min=0, doc="Gopher: fewest words per document (published: 50).")
+    quality_max_words: int = _f(100_000, min=1, doc="Gopher: most words per document (published: 100,000).")
     quality_min_avg_word_length: float = _f(3.0, min=0.0, doc="Gopher: shortest mean word length (published: 3; 0 = off).")
     quality_max_symbol_ratio: float = _f(0.1, min=0.0, doc="Gopher: most '#' and '...' per word (published: 0.1).")
     quality_min_alpha_words: float = _f(0.8, min=0.0, max=1.0, doc="Gopher: least share of words with a letter (published: 0.8).")
@@ -148,7 +151,12 @@ class DataConfig:
     prepared_dir: Optional[str] = _f(None, doc="Where `jaxllm data prepare` writes, and what source=prepared reads.")
     on_error: str = _f("raise", choices=("raise", "skip"),
                        doc="Bad records (malformed JSON, missing field, invalid UTF-8): raise names file and line; skip counts them.")
-    eval_fraction: float = _f(0.02, min=0.0, max=0.5, doc="Share of documents held out for evaluation.")
+    eval_fraction: float = _f(0.02, min=0.0, max=0.5, doc="Share of documents held out for evaluation; 0 = none "
+                              "(evaluation then runs on training rows, and says so).")
+    max_document_chars: int = _f(100_000, min=0, doc="Pre-training documents longer than this are cut (at blank lines, else "
+                                 "line ends, else spaces) into pieces of at most this size before cleaning and the "
+                                 "train/eval split, so a source that stores a whole book or split as one document "
+                                 "(tfds:tiny_shakespeare) passes the per-document rules; 0 = never cut.")
     split_seed: int = _f(0, doc="Seed of the train / held-out split of documents, chats and rankings.")
     shuffle: bool = _f(True, doc="Shuffle packed sequences each epoch (seeded by `seed`).")
     builtin: BuiltinConfig = _f(factory=BuiltinConfig)
@@ -265,6 +273,10 @@ class TrainConfig:
     sample_tokens: int = _f(48, min=0, doc="Tokens to sample at the end; 0 = none.")
     sample_temperature: float = _f(0.8, min=0.0, doc="Sampling temperature for that sample (0 = greedy).")
     progress: str = _f("auto", choices=("auto", "on", "off"), doc="Progress bar: auto = only on a terminal.")
+    nonfinite: str = _f("stop", choices=("stop", "skip"),
+                        doc="A step with a NaN/Inf loss or gradient norm never updates the state; stop = end the run "
+                        "(exit 2, naming the step and the last good checkpoint), skip = go on and count it.")
+    max_skipped: int = _f(10, min=1, doc="train.nonfinite=skip: stop after this many non-finite steps in a row.")
 
 
 @dataclass
@@ -274,6 +286,10 @@ class CheckpointConfig:
     keep: int = _f(3, min=1, doc="Keep the last N checkpoints.")
     keep_every: Optional[int] = _f(None, min=1, doc="Also keep every checkpoint whose step is a multiple of this.")
     async_save: bool = _f(True, doc="Write in the background while training goes on.")
+    checksums: bool = _f(True, doc="Write <step>/SHA256SUMS of every file once a step is final (background thread) and "
+                         "check it on resume: a damaged step is moved aside and the one before restored.")
+    allow_config_change: bool = _f(False, doc="On resume, accept changes to keys that break an exact resume (seed, "
+                                   "batch, optimizer, data...); `jaxllm train --allow-config-change` sets it.")
 
 
 @dataclass

@@ -35,9 +35,11 @@ from jaxllm.parallel.distributed import check_same_everywhere, is_multiprocess, 
 from jaxllm.parallel.layout import Layout
 from jaxllm.parallel.mesh import describe, make_mesh
 from jaxllm.pretrained import load_params
-from jaxllm.train.checkpoint import Checkpointer
+from jaxllm.train.checkpoint import Checkpointer, latest_step
+from jaxllm.train.guard import FiniteGuard, NonFiniteStop
 from jaxllm.train.metrics import MetricsLogger, Progress, peak_flops_per_device
 from jaxllm.train.optimizer import make_optimizer
+from jaxllm.train.resume import check_resume_config, keep_old_config
 from jaxllm.train.state import sharded_init
 from jaxllm.train.step import jit_eval_step, jit_train_step, make_eval_step, make_train_step
 
@@ -143,10 +145,12 @@ class _Run:
     tx: object
     schedule: object
     say: Progress  # prints on process 0 only
+    resume_at: int | None  # the newest checkpoint step found before anything was written
+    changed_keys: list     # config keys that differ from that checkpoint's config
 
 
 def _prepare(cfg: Config, devices) -> _Run:
-    """Steps 1-2: every check a user can fail runs before the run dir is touched."""
+    """Steps 1-2: every check a user can fail runs before the run dir is touched (`_write_run_dir` writes it)."""
     t = cfg.train
     mesh = make_mesh(cfg.mesh, devices)
     layout = Layout(mesh, cfg.mesh.rules)
@@ -156,6 +160,12 @@ def _prepare(cfg: Config, devices) -> _Run:
                           f"cannot split over the {div} batch shards of the mesh; make it a multiple of {div}.")
     _check_init_from(cfg.init_from)
     run_dir = Path(cfg.run.dir)
+    is_main = jax.process_index() == 0
+    say = Progress(t.steps, 0, "off", is_main)
+    resume_at = latest_step(run_dir / "checkpoints") if cfg.checkpoint.enabled else None
+    changed = []
+    if resume_at is not None:
+        changed = check_resume_config(run_dir, resume_at, to_dict(cfg), cfg.checkpoint.allow_config_change, say.write)
     ospec: ObjectiveSpec = get_spec(cfg.objective.name)
     data = ospec.load(cfg, run_dir)
     tokenizer = data.tokenizer
@@ -164,18 +174,28 @@ def _prepare(cfg: Config, devices) -> _Run:
     model = ospec.model(spec)
     objective = ospec.build(cfg, model, data, jax.process_index(), jax.process_count())
     tx, schedule = make_optimizer(cfg.optimizer, t.steps)
-
-    is_main = jax.process_index() == 0
-    if is_main:  # the run dir is self-contained: config and tokenizer beside the checkpoints
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
-        if not (run_dir / "tokenizer.model").exists():
-            tokenizer.save(run_dir / "tokenizer.model")
-    say = Progress(t.steps, 0, "off", is_main)
     say.write(describe(mesh))
     for line in ospec.report(data.stats):
         say.write(line)
-    return _Run(cfg, layout, run_dir, tokenizer, spec, model, objective, tx, schedule, say)
+    if objective.eval_split == "train":
+        say.write("note: nothing is held out (data.eval_fraction = 0): evaluation runs on training rows, so eval_* "
+                  "metrics measure fit, not generalisation (logged with evaluated_on = train)")
+    return _Run(cfg, layout, run_dir, tokenizer, spec, model, objective, tx, schedule, say, resume_at, changed)
+
+
+def _write_run_dir(r: _Run) -> None:
+    """The run dir is self-contained: config and tokenizer beside the checkpoints (process 0).
+
+    A resume with a changed config keeps the config that trained so far as ``config.<step>.yaml``.
+    """
+    if jax.process_index() != 0:
+        return
+    r.run_dir.mkdir(parents=True, exist_ok=True)
+    if r.changed_keys:
+        keep_old_config(r.run_dir, r.resume_at)
+    (r.run_dir / "config.yaml").write_text(dump_yaml(r.cfg))
+    if not (r.run_dir / "tokenizer.model").exists():
+        r.tokenizer.save(r.run_dir / "tokenizer.model")
 
 
 def _place(p: Params, fresh, layout: Layout, abstract=None):
@@ -186,14 +206,15 @@ def _place(p: Params, fresh, layout: Layout, abstract=None):
 
 
 def _initial_state(r: _Run):
-    """Step 3: resume from the run dir, else a fresh sharded init (with ``init_from`` parameters)."""
+    """Step 3: resume from the run dir (newest checkpoint that restores), else a fresh sharded init
+    (with ``init_from`` parameters). Writes the run dir only once the state is built."""
     cfg, obj, layout = r.cfg, r.objective, r.layout
     init, shardings, abstract = sharded_init(r.model, r.tx, cfg.train.seq_len, layout.mesh, layout.rules)
-    ckpt = Checkpointer(r.run_dir / "checkpoints", cfg.checkpoint) if cfg.checkpoint.enabled else None
-    latest = ckpt.latest_step() if ckpt else None
+    ckpt = Checkpointer(r.run_dir / "checkpoints", cfg.checkpoint) if r.resume_at is not None else None
+    restored = ckpt.restore_newest(abstract, r.say.write) if ckpt else None
     fresh = None  # the initial trainable parameters, where a frozen copy of them is declared
-    if latest is not None:
-        state, data_state = ckpt.restore(abstract, latest)
+    if restored is not None:
+        latest, state, data_state = restored
         r.objective.train_batches.restore(data_state)
         r.say.write(f"resumed from {r.run_dir / 'checkpoints'} at step {latest}")
         if any(p.path is None for p in obj.frozen.values()):
@@ -212,6 +233,9 @@ def _initial_state(r: _Run):
         if cfg.init_from:
             r.say.write(f"parameters taken from {cfg.init_from}")
     frozen = {name: _place(p, fresh, layout) for name, p in obj.frozen.items()}
+    _write_run_dir(r)
+    if cfg.checkpoint.enabled and ckpt is None:
+        ckpt = Checkpointer(r.run_dir / "checkpoints", cfg.checkpoint)
     if obj.on_policy:
         r.say.write(obj.train_batches.attach(layout, frozen))
     return state, frozen, shardings, abstract, ckpt
@@ -253,8 +277,9 @@ def _progress_line(step: int, m: dict, names: tuple[str, ...]) -> str:
 
 
 def _eval_line(ev: dict) -> str:
-    head = f"eval loss {ev['eval_loss']:.4f}  ppl {ev['eval_ppl']:.2f}" if "eval_loss" in ev else ""
-    rest = "  ".join(f"{k[5:]} {v:.4g}" for k, v in ev.items() if k not in ("eval_loss", "eval_ppl"))
+    name = "eval" if "evaluated_on" not in ev else f"eval (on {ev['evaluated_on']} rows)"
+    head = f"{name} loss {ev['eval_loss']:.4f}  ppl {ev['eval_ppl']:.2f}" if "eval_loss" in ev else ""
+    rest = "  ".join(f"{k[5:]} {v:.4g}" for k, v in ev.items() if k not in ("eval_loss", "eval_ppl", "evaluated_on"))
     return "  ".join(x for x in (head, rest) if x)
 
 
@@ -264,8 +289,9 @@ def _loop(r: _Run, state, frozen, compiled, eval_fn, ckpt, first_batch, step_sec
     is_main = jax.process_index() == 0
     start = int(jax.device_get(state.step))
     stop = min(t.stop_at_step or t.steps, t.steps)
-    logger = MetricsLogger(r.run_dir, cfg.log.tensorboard, is_main)
+    logger = MetricsLogger(r.run_dir, cfg.log.tensorboard, is_main, resumed_at=start if r.resume_at is not None else None)
     progress = Progress(t.steps, start, t.progress, is_main)
+    guard = FiniteGuard(t.nonfinite, t.max_skipped, lambda: _last_good(ckpt), layout.to_host, progress.write)
     preempt, stopped = _Preemption(is_multiprocess()), False
     history, last_eval, config_dict = [], {}, to_dict(cfg)
     n_dev = layout.mesh.devices.size
@@ -286,8 +312,11 @@ def _loop(r: _Run, state, frozen, compiled, eval_fn, ckpt, first_batch, step_sec
             batch = None
             step += 1
             steps_since += 1
+            guard.add(step, metrics)
             if step % t.log_every == 0 or step == stop:
-                m = {k: float(v) for k, v in layout.to_host(metrics).items() if k != "denominator"}
+                guard.check()
+                m = {k: float(v) for k, v in layout.to_host(metrics).items() if k not in ("denominator", "nonfinite")}
+                m.update(guard.metrics())
                 dt = time.perf_counter() - t_last
                 tok_s = obj.tokens_per_step * steps_since / dt
                 m.update(step_time=dt / steps_since, tokens_per_s=tok_s, tokens_per_s_per_device=tok_s / n_dev,
@@ -305,6 +334,8 @@ def _loop(r: _Run, state, frozen, compiled, eval_fn, ckpt, first_batch, step_sec
                     last_eval = obj.evaluate(state.params, frozen)
                 else:
                     last_eval = _evaluate(eval_fn, state.params, frozen, obj.eval_batches, layout)
+                if obj.eval_split != "held-out":
+                    last_eval["evaluated_on"] = obj.eval_split
                 logger.log(step, last_eval)
                 line = _eval_line(last_eval)
                 if line:
@@ -313,6 +344,7 @@ def _loop(r: _Run, state, frozen, compiled, eval_fn, ckpt, first_batch, step_sec
             on_schedule = step % cfg.checkpoint.every == 0 or step == stop
             stopping = preempt.check(step, on_schedule or step % t.log_every == 0)
             if ckpt and (on_schedule or stopping):
+                guard.check()  # never a checkpoint after a step the run must stop on
                 ckpt.save(state, source.state(), config_dict)
             if stopping:
                 progress.write(f"SIGTERM: saved step {step}, stopping")
@@ -325,6 +357,13 @@ def _loop(r: _Run, state, frozen, compiled, eval_fn, ckpt, first_batch, step_sec
         if ckpt:
             ckpt.close()
     return state, history, last_eval, stopped
+
+
+def _last_good(ckpt) -> str:
+    if ckpt is None:
+        return "none (checkpoint.enabled is false)"
+    step = ckpt.latest_step()
+    return "none yet" if step is None else str(ckpt.directory / str(step))
 
 
 def _sample(r: _Run, params) -> str:
@@ -357,7 +396,13 @@ def train(cfg: Config, devices=None) -> TrainResult:
             obj.train_batches.set_params(state.params)
         first = next(obj.train_batches)
         compiled, eval_fn, at_peak = _compile(r, state, frozen, shardings, abstract, first)
-        state, history, last_eval, preempted = _loop(r, state, frozen, compiled, eval_fn, ckpt, first, at_peak)
+        try:
+            state, history, last_eval, preempted = _loop(r, state, frozen, compiled, eval_fn, ckpt, first, at_peak)
+        except NonFiniteStop:
+            if jax.process_index() == 0:
+                _write_summary(r.run_dir, (ckpt.latest_step() if ckpt else None) or 0, time.perf_counter() - t0, False,
+                               stopped="non-finite loss or gradient norm (train.nonfinite)")
+            raise
         if obj.finish and not preempted:
             line = obj.finish(state.params, r.run_dir, r.layout)
             if line:
@@ -369,10 +414,13 @@ def train(cfg: Config, devices=None) -> TrainResult:
     return TrainResult(state, history, last_eval, text, r.run_dir)
 
 
-def _write_summary(run_dir: Path, step: int, seconds: float, finished: bool) -> None:
-    """``summary.json``: the step reached and the wall time of every invocation (a resumed run adds one)."""
+def _write_summary(run_dir: Path, step: int, seconds: float, finished: bool, stopped: str | None = None) -> None:
+    """``summary.json``: the step reached (checkpointed, when ``stopped`` names why the run ended early)
+    and the wall time of every invocation (a resumed run adds one)."""
     path = run_dir / "summary.json"
     old = json.loads(path.read_text()) if path.is_file() else {}
     sessions = [*old.get("sessions", []), round(seconds, 2)]
-    path.write_text(json.dumps({"step": step, "finished": finished, "wall_s": round(sum(sessions), 2),
-                                "sessions": sessions}, indent=1) + "\n")
+    out = {"step": step, "finished": finished, "wall_s": round(sum(sessions), 2), "sessions": sessions}
+    if stopped:
+        out["stopped"] = stopped
+    path.write_text(json.dumps(out, indent=1) + "\n")

@@ -52,8 +52,11 @@ def peak_flops_per_device(override: float | None = None) -> tuple[float, str]:
     return float("nan"), f"unknown device kind {dev.device_kind!r}; set train.peak_flops_per_device"
 
 
-def _summary_writer(path: Path):
-    """tensorboardX (a dependency), else PyTorch's writer (GPU images without tensorboardX), else none."""
+def _summary_writer(path: Path, purge_step: int | None = None):
+    """tensorboardX (a dependency), else PyTorch's writer (GPU images without tensorboardX), else none.
+
+    ``purge_step``: events at or after it, written before this restart, are dropped by TensorBoard's reader.
+    """
     try:
         from tensorboardX import SummaryWriter
     except ImportError:
@@ -63,21 +66,48 @@ def _summary_writer(path: Path):
             print("warning: no TensorBoard writer (pip install tensorboardX); metrics go to metrics.jsonl only",
                   file=sys.stderr)
             return None
-    return SummaryWriter(str(path))
+    return SummaryWriter(str(path), purge_step=purge_step)
+
+
+def truncate_jsonl(path: Path, last_step: int) -> int:
+    """Drop the rows after ``last_step`` from a metrics file (rewritten whole, then renamed); rows dropped."""
+    if not path.is_file():
+        return 0
+    keep, dropped = [], 0
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            late = json.loads(line).get("step", 0) > last_step
+        except (ValueError, AttributeError):
+            late = True  # a row torn by a kill mid-write
+        if late:
+            dropped += 1
+        else:
+            keep.append(line if line.endswith("\n") else line + "\n")
+    if dropped:
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(keep))
+        tmp.replace(path)
+    return dropped
 
 
 class MetricsLogger:
-    """Writes one JSON object per logged step to metrics.jsonl and scalars to TensorBoard."""
+    """Writes one JSON object per logged step to metrics.jsonl and scalars to TensorBoard.
 
-    def __init__(self, run_dir: Path, tensorboard: bool, enabled: bool = True):
+    ``resumed_at``: the step a resumed run restarts from; rows logged after it by the interrupted
+    run are removed (JSONL) or purged (TensorBoard), so each step appears once.
+    """
+
+    def __init__(self, run_dir: Path, tensorboard: bool, enabled: bool = True, resumed_at: int | None = None):
         self.enabled = enabled
         self._file = None
         self._tb = None
         if not enabled:
             return
+        if resumed_at is not None:
+            truncate_jsonl(run_dir / "metrics.jsonl", resumed_at)
         self._file = (run_dir / "metrics.jsonl").open("a")
         if tensorboard:
-            self._tb = _summary_writer(run_dir / "tb")
+            self._tb = _summary_writer(run_dir / "tb", None if resumed_at is None else resumed_at + 1)
 
     def log(self, step: int, metrics: dict) -> None:
         if not self.enabled:

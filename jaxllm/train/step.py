@@ -6,6 +6,10 @@
 divided by the summed denominator, whatever the split. ``frozen`` holds the parameters of
 models the loss reads but never trains (a reference policy): an argument of the jitted step with
 its own shardings, never a closed-over constant.
+
+A step whose loss or gradient norm is not finite changes nothing: parameters and optimizer
+state stay as they were (a select on device, no host sync) and the metric ``nonfinite`` is 1.
+The loop reads that flag with the other metrics and stops or skips (``train.nonfinite``).
 """
 
 from __future__ import annotations
@@ -60,12 +64,17 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, schedule,
             (loss_sum, denom, metrics, grads), _ = jax.lax.scan(body, zero, (jnp.arange(grad_accum), micro))
         denom = jnp.maximum(denom, 1e-9)
         grads = jax.tree.map(lambda g: g / denom, grads)
+        loss, grad_norm = loss_sum / denom, optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+        params, opt_state = jax.tree.map(keep, params, state.params), jax.tree.map(keep, opt_state, state.opt_state)
         out = {
-            "loss": loss_sum / denom,
-            "grad_norm": optax.tree.norm(grads),
+            "loss": loss,
+            "grad_norm": grad_norm,
             "lr": schedule(state.step),
+            "nonfinite": 1.0 - finite.astype(jnp.float32),
             "denominator": denom,
         }
         out.update({k: s / jnp.maximum(c, 1e-9) for k, (s, c) in metrics.items()})
