@@ -49,6 +49,8 @@ def _config(args):
 
 
 def cmd_train(args) -> int:
+    if args.allow_config_change:
+        args.items = [*args.items, "checkpoint.allow_config_change=true"]
     cfg = _config(args)
     from jaxllm.parallel.distributed import initialize
     from jaxllm.train.loop import train
@@ -171,7 +173,8 @@ def cmd_data_tfds_build(args) -> int:
 def _sampling(args):
     from jaxllm.model.decode import Sampling
 
-    return Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
+    return Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                    max_new_tokens=args.max_new_tokens).check()
 
 
 def _chat_mode(args, loaded) -> bool:
@@ -184,15 +187,16 @@ def cmd_generate(args) -> int:
     from jaxllm.data.chat import Message
     from jaxllm.infer.load import load_checkpoint
 
+    sampling = _sampling(args)  # flags checked before the checkpoint loads
     loaded = load_checkpoint(args.checkpoint, args.set)
     key = jax.random.PRNGKey(args.seed)
     if _chat_mode(args, loaded):
         system = [Message("system", args.system)] if args.system else []
-        outs = loaded.reply([system + [Message("user", p)] for p in args.prompt], _sampling(args), key)
+        outs = loaded.reply([system + [Message("user", p)] for p in args.prompt], sampling, key)
         texts = [o["text"] for o in outs]
     else:
         outs = None
-        texts = [p + t for p, t in zip(args.prompt, loaded.complete(args.prompt, _sampling(args), key))]
+        texts = [p + t for p, t in zip(args.prompt, loaded.complete(args.prompt, sampling, key))]
     for i, t in enumerate(texts):
         print(t if len(texts) == 1 else f"[{i}] {t}")
         if args.logprobs and outs is not None:
@@ -207,7 +211,9 @@ def cmd_chat(args) -> int:
     from jaxllm.data.chat import Message
     from jaxllm.infer.load import load_checkpoint
 
+    sampling = _sampling(args)
     loaded = load_checkpoint(args.checkpoint, args.set)
+    sampling.check(loaded.tokenizer.vocab_size)
     history = [Message("system", args.system)] if args.system else []
     key = jax.random.PRNGKey(args.seed)
     print(f"chatting with {loaded.path} ({loaded.cfg.objective.name} model); /reset starts over, /quit or Ctrl-D ends")
@@ -228,7 +234,7 @@ def cmd_chat(args) -> int:
         history = loaded.fit_history(history, args.max_new_tokens)
         key, sub = jax.random.split(key)
         try:
-            out = loaded.reply([history], _sampling(args), sub)[0]
+            out = loaded.reply([history], sampling, sub)[0]
         except UserError as e:
             history.pop()
             print(f"error: {e}")
@@ -336,7 +342,7 @@ def cmd_convert_to_hf(args) -> int:
     from jaxllm.interop.convert import to_hf
 
     for line in to_hf(args.checkpoint, args.out, part=args.part, dtype=args.dtype,
-                      max_shard_bytes=int(args.max_shard_gb * (1 << 30))):
+                      max_shard_bytes=int(args.max_shard_gb * (1 << 30)), overwrite=args.overwrite):
         print(line)
     return 0
 
@@ -361,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train with a config file and key=value overrides")
     tr.add_argument("items", nargs="*", metavar="CONFIG [key=value ...]")
+    tr.add_argument("--allow-config-change", action="store_true",
+                    help="resume even though keys that break an exact resume changed (printed either way)")
     tr.set_defaults(fn=cmd_train)
 
     la = sub.add_parser("launch", help="run a jaxllm command as N local processes (a multi-host job on one machine)",
@@ -493,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="PPO runs: the policy (a causal LM, the default) or the critic (a sequence classifier)")
     th.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     th.add_argument("--max-shard-gb", type=float, default=5.0, help="split the weights into files of at most this size")
+    th.add_argument("--overwrite", action="store_true",
+                    help="write into a non-empty OUT, first removing the files an export writes there (config, "
+                    "safetensors shards and index, tokenizer); other files stay")
     th.set_defaults(fn=cmd_convert_to_hf)
     return p
 
@@ -523,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if not distributed.is_multiprocess():
             raise
+        if distributed.looks_like_peer_loss(e):  # another process died: `fail` names it in one line
+            return _stop(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}", 1, e)
         import traceback
 
         traceback.print_exc()

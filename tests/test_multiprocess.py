@@ -191,7 +191,9 @@ def _wait_exit(proc, timeout: float) -> float:
 @pytest.mark.parametrize("victim", [1, 0])
 def test_killing_one_process_stops_the_other_within_the_heartbeat_timeout(tmp_path, victim):
     """SIGKILL mid-training (no chance to say goodbye): the survivor exits non-zero within
-    distributed.heartbeat_timeout_s (5 s here) plus slack, and its log names the dead process."""
+    distributed.heartbeat_timeout_s (5 s here) plus slack, and its log names the dead process: in one
+    line and without a Python traceback when a worker dies; through XLA's own fatal message when the
+    coordinator dies (docs/RELIABILITY.md)."""
     with _job(tmp_path / "run", (), ()) as (procs, readers):
         readers[0].wait_for(r"^step +\d+ +loss", 240)
         procs[victim].send_signal(signal.SIGKILL)
@@ -199,8 +201,9 @@ def test_killing_one_process_stops_the_other_within_the_heartbeat_timeout(tmp_pa
         took = _wait_exit(survivor, 45)
         assert survivor.returncode != 0
         text = readers[1 - victim].text
-        if victim == 1:  # the coordinator's heartbeat check names the silent task
-            assert re.search(r"stopped sending heartbeats\):\s*1\b", text), text[-3000:]
+        if victim == 1:  # the failed collective's survivor finds the silent process itself
+            assert "jaxllm: process 0 stops: process 1 died" in text, text[-3000:]
+            assert "Traceback" not in text and "stack trace" not in text, text[-3000:]
         else:  # the coordinator itself is gone
             assert "leader task was preempted/died" in text or "coordination service" in text, text[-3000:]
         print(f"survivor exited {took:.1f}s after process {victim} was killed")

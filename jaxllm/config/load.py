@@ -39,9 +39,29 @@ def resolve_config_path(name: str) -> Path:
                       "Pass a path to a YAML file or a name under configs/, e.g. pretrain/demo.")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"{key_node.start_mark.name}:{line}: key {key!r} appears twice in one mapping "
+                                  f"(first on line {seen[key]}); keep one of them.")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x}); save the file as UTF-8.") from None
+    try:
+        data = yaml.load(text, Loader=_make_loader(path))  # a SafeLoader: no Python objects
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if data is None:
@@ -49,6 +69,14 @@ def _read_yaml(path: Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}.")
     return data
+
+
+def _make_loader(path: Path):
+    class Loader(_UniqueKeyLoader):
+        def __init__(self, stream):
+            super().__init__(stream)
+            self.name = str(path)
+    return Loader
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -225,6 +253,18 @@ def _check_meta(key: str, value: Any, f: dataclasses.Field) -> None:
         raise ConfigError(f"{key} = {value!r}: must be <= {meta['max']}.")
 
 
+def _yaml_bool_as_choice(key: str, value: Any, tp: Any, f: dataclasses.Field) -> Any:
+    """YAML 1.1 reads unquoted on/off/yes/no as booleans: give a string key with such a choice its word back."""
+    if tp is not str or not isinstance(value, bool):
+        return value
+    words = ("on", "yes", "true") if value else ("off", "no", "false")
+    for w in words:
+        if w in f.metadata.get("choices", ()):
+            return w
+    raise ConfigError(f"{key} = {value!r}: expected a string; YAML reads an unquoted on/off/yes/no/true/false as a "
+                      f"boolean, so quote it ({key.rsplit('.', 1)[-1]}: \"{words[0]}\").")
+
+
 def build(cls, tree: dict, prefix: str = ""):
     """Turn a raw mapping into dataclass ``cls``, checking keys, types and ranges."""
     if not isinstance(tree, dict):
@@ -245,7 +285,8 @@ def build(cls, tree: dict, prefix: str = ""):
         if _is_section(tp):
             kwargs[name] = build(tp, tree[name] if tree[name] is not None else {}, key)
         else:
-            value = _coerce(key, tree[name], tp)
+            value = _yaml_bool_as_choice(key, tree[name], tp, f)
+            value = _coerce(key, value, tp)
             _check_meta(key, value, f)
             kwargs[name] = value
     return cls(**kwargs)
@@ -281,6 +322,12 @@ def _pop_path(tree: dict, parts: list[str]):
 _MISSING = object()
 
 
+def _is_saved_model_section(model: dict) -> bool:
+    """A run dir's config.yaml lists every model key (`dump_yaml`); a user's file names a few."""
+    return {"family", "vocab_size", "n_layers", "d_model", "n_heads", "max_seq_len", "norm_eps", "init_std",
+            "param_dtype", "dtype", "tie_embeddings", "use_bias", "dropout", "scan_layers"} <= set(model)
+
+
 def upgrade_tree(tree: dict, where: str) -> dict:
     """Move keys of older configs (``MOVED_KEYS``) to where they live now, saying so on stderr."""
     import sys
@@ -298,6 +345,13 @@ def upgrade_tree(tree: dict, where: str) -> dict:
                 node[p] = {}
             node = node[p]
         node.setdefault(last, value)
+    model = tree.get("model")
+    if isinstance(model, dict) and "head_bias" not in model and _is_saved_model_section(model):
+        untied = model.get("tie_embeddings") is False or (model.get("tie_embeddings") is None and model.get("family") == "llama")
+        biased = model.get("use_bias") is True or (model.get("use_bias") is None and model.get("family", "gpt2") == "gpt2")
+        if untied and biased:  # saved before model.head_bias: its untied head was built with a bias
+            model["head_bias"] = True
+            moved.append("the untied output head's bias as model.head_bias=true")
     if moved:
         print(f"note: {where} was written by an older jaxllm; read {', '.join(moved)} "
               f"(`jaxllm config show {where}` prints it in today's keys).", file=sys.stderr)

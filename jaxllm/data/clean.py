@@ -109,7 +109,7 @@ def filter_steps(cfg: CleanConfig) -> tuple[list, list[str]]:
         ("language", cfg.language_id, lambda: _language_filter(cfg)),
         ("repetition", cfg.repetition, lambda: _repetition_filter(cfg, words)),
         ("quality", cfg.quality, lambda: GopherQualityFilter(
-            min_doc_words=cfg.quality_min_words, max_doc_words=100_000,
+            min_doc_words=cfg.quality_min_words, max_doc_words=cfg.quality_max_words,
             min_avg_word_length=cfg.quality_min_avg_word_length or None, max_symbol_word_ratio=cfg.quality_max_symbol_ratio,
             max_non_alpha_words_ratio=cfg.quality_min_alpha_words, max_bullet_lines_ratio=cfg.quality_max_bullet_lines,
             min_stop_words=cfg.quality_min_stop_words, language=words)),

@@ -58,14 +58,18 @@ class LengthFilter(BaseFilter):
         return self.min_chars <= len(doc.text) <= self.max_chars
 
 
+_TAG = re.compile(r"<(?:[a-zA-Z][a-zA-Z0-9-]*(?:\s[^<>]*)?/?|/[a-zA-Z][a-zA-Z0-9-]*\s*|!--.*?--|![a-zA-Z][^<>]*)>", re.S)
+_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,31});")
+
+
 class MarkupToText(BaseFormatter):
     """HTML/XML to plain text with the standard library's parser."""
 
     name = "markup to text"
 
     def format(self, text: str) -> str:
-        if "<" not in text and "&" not in text:
-            return text
+        if not _TAG.search(text):  # plain text ("&c", "a < b"): only real character references are decoded
+            return _ENTITY.sub(lambda m: html.unescape(m.group()), text) if "&" in text else text
         parser = _TextExtractor()
         parser.feed(text)
         parser.close()

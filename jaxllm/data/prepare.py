@@ -35,9 +35,44 @@ class PretrainData:
     stats: dict
 
 
+def _pieces(text: str, limit: int) -> list[str]:
+    """``text`` in pieces of at most ``limit`` characters, cut at the last blank line, else line end,
+    else space before the limit (the separator stays with the piece before it)."""
+    out = []
+    while len(text) > limit:
+        window = text[:limit]
+        for sep in ("\n\n", "\n", " "):
+            cut = window.rfind(sep, limit // 2)
+            if cut >= 0:
+                cut += len(sep)
+                break
+        else:
+            cut = limit
+        out.append(text[:cut])
+        text = text[cut:]
+    return out + ([text] if text.strip() else [])
+
+
+def cut_long_documents(docs: list[str], limit: int) -> tuple[list[str], dict]:
+    """Documents over ``limit`` characters -> pieces (`data.max_document_chars`); what was cut, for the report."""
+    out, n, pieces = [], 0, 0
+    for d in docs:
+        if len(d) <= limit:
+            out.append(d)
+            continue
+        parts = _pieces(d, limit)
+        out += parts
+        n, pieces = n + 1, pieces + len(parts)
+    return out, {"documents": n, "pieces": pieces, "limit": limit}
+
+
 def load_corpus(cfg: Config) -> Corpus:
     """The configured documents split into train/eval (raises UserError on bad data)."""
     docs, report = load_documents(cfg.data)
+    if cfg.data.max_document_chars:
+        docs, cut = cut_long_documents(docs, cfg.data.max_document_chars)
+        if cut["documents"]:
+            report["cut_documents"] = cut
     if cfg.data.clean.enabled:
         from jaxllm.data.clean import clean_documents
         docs, report["cleaning"] = clean_documents(docs, cfg.data.clean)
@@ -97,7 +132,8 @@ def load_pretrain_data(cfg: Config, run_dir: Path | None) -> PretrainData:
         return PretrainData(tok, streams, stats)
     corpus = load_corpus(cfg)
     tok = get_tokenizer(cfg, run_dir, corpus.train_docs)
-    return PretrainData(tok, tokenize_splits(tok, corpus), corpus.report)
+    report = {**corpus.report, **({"tokenizer_training": tok.trained_on} if tok.trained_on else {})}
+    return PretrainData(tok, tokenize_splits(tok, corpus), report)
 
 
 def prepare_dataset(cfg: Config) -> dict:
@@ -117,6 +153,7 @@ def prepare_dataset(cfg: Config) -> dict:
         "source": cfg.data.source if cfg.data.source not in ("text", "jsonl") else f"{cfg.data.source}:{cfg.data.paths}",
         "characters": chars,
         **corpus.report,
+        **({"tokenizer_training": tok.trained_on} if tok.trained_on else {}),
         "seconds": {"read": round(t_read, 3), "tokenize": round(time.perf_counter() - t1, 3)},
     }
     if jax.process_index() == 0:

@@ -7,6 +7,7 @@ import glob
 import gzip
 import json
 import re
+import zlib
 from pathlib import Path
 
 from jaxllm.errors import UserError
@@ -79,12 +80,29 @@ def read_text(path: Path, bad: BadRecords | None = None) -> list[str]:
     return docs
 
 
+def _lines(f, path: Path, bad: BadRecords):
+    """``(line number, bytes)`` of an open file; a gzip stream that breaks off (truncated or corrupt) ends
+    the file as one bad record that says how many lines came before the break."""
+    i = 0
+    while True:
+        try:
+            raw = f.readline()
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+            bad(f"{path}:{i + 1}: the gzip stream breaks off here ({type(e).__name__}: {e}); the file is truncated or "
+                f"corrupt, {i} lines were read before the break")
+            return
+        if not raw:
+            return
+        i += 1
+        yield i, raw
+
+
 def iter_jsonl(path: Path, bad: BadRecords | None = None):
     """``(line number, record dict)`` for each valid line of a JSONL file (``.gz`` read transparently)."""
     bad = bad or BadRecords("raise")
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
-        for i, raw in enumerate(f, 1):
+        for i, raw in _lines(f, path, bad):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:

@@ -27,6 +27,7 @@ class Tokenizer:
     def __init__(self, model_proto: bytes, name: str = "<memory>"):
         self.name = name
         self.model_proto = model_proto
+        self.trained_on: dict | None = None  # set by `train_tokenizer`
         try:
             self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
         except Exception as e:  # sentencepiece raises RuntimeError/OSError with C++ text
@@ -68,9 +69,28 @@ class Tokenizer:
         return self.sp.piece_to_id(piece)
 
 
+SENTENCE_CHARS = 4000  # SentencePiece skips input sentences over max_sentence_length (16 KiB) bytes: 4000 chars of UTF-8 fit
+
+
+def training_sentences(text: str, limit: int = SENTENCE_CHARS):
+    """The lines of ``text``, each cut at spaces into pieces of at most ``limit`` characters (tokenizer
+    training only: SentencePiece would drop a longer line whole, and a one-line document with it)."""
+    for line in text.split("\n"):
+        while len(line) > limit:
+            cut = line.rfind(" ", limit // 2, limit)
+            cut = limit if cut < 0 else cut
+            yield line[:cut]
+            line = line[cut:]
+        if line.strip():
+            yield line
+
+
 def train_tokenizer(texts: list[str], vocab_size: int = 4096, model_type: str = "bpe",
                     max_chars: int = 3_000_000) -> Tokenizer:
-    """Train on ``texts`` (up to ``max_chars``), in memory; deterministic for the same input."""
+    """Train on ``texts`` (up to ``max_chars``), in memory; deterministic for the same input.
+
+    ``tokenizer.trained_on`` says how much was used: documents and characters, and what was left out.
+    """
     sample, total = [], 0
     for t in texts:
         if total >= max_chars:
@@ -80,7 +100,7 @@ def train_tokenizer(texts: list[str], vocab_size: int = 4096, model_type: str = 
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(line for t in sample for line in t.split("\n") if line.strip()),
+            sentence_iterator=iter(line for t in sample for line in training_sentences(t)),
             model_writer=model, vocab_size=vocab_size, model_type=model_type,
             pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS, user_defined_symbols=SPECIAL_PIECES,
             byte_fallback=True, character_coverage=1.0, hard_vocab_limit=False, split_digits=True, num_threads=1,
@@ -89,4 +109,7 @@ def train_tokenizer(texts: list[str], vocab_size: int = 4096, model_type: str = 
         )
     except RuntimeError as e:
         raise UserError(f"SentencePiece training failed: {e}. With little text, lower data.tokenizer.vocab_size.") from None
-    return Tokenizer(model.getvalue(), "<trained>")
+    tok = Tokenizer(model.getvalue(), "<trained>")
+    tok.trained_on = {"documents": len(sample), "characters": total, "documents_left_out": len(texts) - len(sample),
+                      "characters_left_out": sum(len(t) for t in texts[len(sample):]), "max_chars": max_chars}
+    return tok

@@ -60,6 +60,7 @@ class Loaded:
     def generate_tokens(self, prompts: list[list[int]], sampling: Sampling, key: jax.Array,
                         stop_ids: tuple[int, ...] = (), batch_size: int = 64) -> list[dict]:
         """Token prompts -> ``[{"tokens", "logprobs"}]``, in batches of ``batch_size``."""
+        sampling.check(self.tokenizer.vocab_size)
         sampling = dataclasses.replace(sampling, max_new_tokens=self.max_new_tokens(prompts, sampling.max_new_tokens))
         out = []
         with self.layout.context():
@@ -72,10 +73,17 @@ class Loaded:
         return out
 
     def complete(self, texts: list[str], sampling: Sampling, key: jax.Array) -> list[str]:
-        """Plain continuation of each text (no chat template)."""
+        """Plain continuation of each text (no chat template), as the tokenizer decodes it after the text:
+        decoding the new tokens alone would drop the space a piece like "▁Paris" starts with."""
         tok = self.tokenizer
-        outs = self.generate_tokens([[tok.bos_id] + tok.encode(t) for t in texts], sampling, key)
-        return [tok.decode([i for i in o["tokens"] if i != tok.eos_id]) for o in outs]
+        prompts = [tok.encode(t) for t in texts]
+        outs = self.generate_tokens([[tok.bos_id] + p for p in prompts], sampling, key)
+        res = []
+        for p, o in zip(prompts, outs):
+            new = [i for i in o["tokens"] if i != tok.eos_id]
+            head, whole = tok.decode(p), tok.decode(p + new)
+            res.append(whole[len(head):] if whole.startswith(head) else tok.decode(new))
+        return res
 
     def reply(self, conversations: list[Conversation], sampling: Sampling, key: jax.Array) -> list[dict]:
         """The next assistant message of each conversation: ``{"text", "stopped", "tokens", "logprobs"}``."""

@@ -20,6 +20,7 @@ import yaml
 from jaxllm.config.schema import Config, MeshConfig
 from jaxllm.errors import UserError
 from jaxllm.interop.hf import load_hf_params, model_config_from_hf, read_hf_config, write_hf
+from jaxllm.interop.tensor_files import INDEX
 
 
 def from_hf(hf_dir: str | Path, out: str | Path) -> list[str]:
@@ -36,8 +37,10 @@ def from_hf(hf_dir: str | Path, out: str | Path) -> list[str]:
     scalar = any(a.endswith("ForSequenceClassification") for a in hf.get("architectures") or [])
     if scalar and hf.get("num_labels", len(hf.get("id2label") or {0: 0})) != 1:
         raise UserError(f"{hf_dir}/config.json: a sequence classifier with {hf.get('num_labels')} labels; a reward model has one.")
-    if (out / "checkpoints").exists():
-        raise UserError(f"{out}/checkpoints exists; give a new output directory.")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; give a new directory for the converted run.")
+    if out.is_dir() and any(out.iterdir()):
+        raise UserError(f"{out} is not empty; give a new output directory for the converted run.")
     model_cfg = model_config_from_hf(hf, str(hf_dir / "config.json"))
     section = {k: v for k, v in dataclasses.asdict(model_cfg).items() if v is not None}
     spec = resolve_spec(model_cfg)
@@ -78,9 +81,30 @@ def from_hf(hf_dir: str | Path, out: str | Path) -> list[str]:
     return lines
 
 
+EXPORT_FILES = ("config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
+                INDEX, "tokenizer.model")
+
+
+def _check_export_dir(out: Path, overwrite: bool) -> None:
+    """Refuse a file, or a non-empty directory unless ``overwrite``; then clear only what an export writes
+    (stale shards and an old index would otherwise be read back with the new model)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; give a directory to export into (it is created if missing).")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    ours = sorted({p for pattern in EXPORT_FILES for p in out.glob(pattern) if p.is_file()})
+    if not overwrite:
+        raise UserError(f"{out} is not empty ({len(list(out.iterdir()))} entries); give a new directory, or pass "
+                        f"--overwrite to replace the export files in it ({len(ours)} there now).")
+    for p in ours:
+        p.unlink()
+
+
 def to_hf(checkpoint: str | Path, out: str | Path, part: str = "auto", dtype: str = "float32",
-          max_shard_bytes: int = 5 << 30) -> list[str]:
-    """Export a jaxllm run (any path into it); ``part``: auto, policy or critic (PPO runs)."""
+          max_shard_bytes: int = 5 << 30, overwrite: bool = False) -> list[str]:
+    """Export a jaxllm run (any path into it); ``part``: auto, policy or critic (PPO runs).
+
+    ``out`` must be missing or empty unless ``overwrite``, which first removes the files an export writes."""
     from jaxllm.config import load_config
     from jaxllm.run_dir import find_run_dir
     from jaxllm.model import resolve_spec
@@ -90,6 +114,7 @@ def to_hf(checkpoint: str | Path, out: str | Path, part: str = "auto", dtype: st
     from jaxllm.pretrained import load_params
 
     run_dir = find_run_dir(checkpoint)
+    _check_export_dir(Path(out), overwrite)
     cfg: Config = load_config(run_dir / "config.yaml", ["mesh.data=1", "mesh.fsdp=-1", "mesh.tensor=1"])
     vocab = cfg.model.vocab_size
     tokenizer = None

@@ -60,9 +60,15 @@ class TensorFiles:
         self.entries: dict[str, tuple[Path, dict, int]] = {}
         for path in files:
             header, start = _read_header(path)
+            size = path.stat().st_size
             for name, info in header.items():
-                if name != "__metadata__":
-                    self.entries[name] = (path, info, start)
+                if name == "__metadata__":
+                    continue
+                end = start + int(info.get("data_offsets", (0, 0))[1])
+                if end > size:
+                    raise UserError(f"{path}: truncated: tensor {name} ends at byte {end} but the file has {size} "
+                                    "bytes; download or copy it again.")
+                self.entries[name] = (path, info, start)
 
     def __contains__(self, name: str) -> bool:
         return name in self.entries

@@ -41,6 +41,23 @@ class Sampling:
     top_p: float = 1.0
     max_new_tokens: int = 64
 
+    def check(self, vocab_size: int | None = None) -> "Sampling":
+        """Raise `UserError` naming the flag of a value that would fail deep in JAX or sample garbage."""
+        import math
+
+        from jaxllm.errors import UserError
+
+        if self.max_new_tokens < 1:
+            raise UserError(f"--max-new-tokens {self.max_new_tokens}: give at least 1 token to generate.")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise UserError(f"--temperature {self.temperature}: must be >= 0 (0 = greedy, 1 = the model's distribution).")
+        if self.top_k < 0 or (vocab_size is not None and self.top_k > vocab_size):
+            top = f" and at most the vocabulary size {vocab_size}" if vocab_size is not None else ""
+            raise UserError(f"--top-k {self.top_k}: must be >= 0 (0 = off){top}.")
+        if not (0 < self.top_p <= 1):
+            raise UserError(f"--top-p {self.top_p}: must be in (0, 1] (1 = off).")
+        return self
+
 
 @dataclasses.dataclass
 class Generated:

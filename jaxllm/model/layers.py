@@ -31,6 +31,7 @@ class Dense(nn.Module):
     axes: tuple[str, str]
     spec: ModelSpec
     std: float | None = None
+    bias: bool | None = None  # None = spec.use_bias
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -42,7 +43,7 @@ class Dense(nn.Module):
         lead = x.shape[:-1]
         y = x.reshape(-1, x.shape[-1]).astype(self.spec.jnp_dtype) @ kernel.astype(self.spec.jnp_dtype)
         y = y.reshape(*lead, self.features)
-        if self.spec.use_bias:
+        if self.spec.use_bias if self.bias is None else self.bias:
             bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (self.axes[1],)),
                               (self.features,), self.spec.jnp_param_dtype)
             y = y + bias.astype(self.spec.jnp_dtype)

@@ -35,6 +35,7 @@ class ModelSpec:
     rope_theta: float
     tie_embeddings: bool
     use_bias: bool
+    head_bias: bool  # an untied output head with a bias (old untied GPT-2 run dirs only)
     dropout: float
     init_std: float
     param_dtype: str
@@ -93,6 +94,7 @@ def resolve_spec(cfg: ModelConfig, tokenizer_vocab: int | None = None, backend: 
         rope_theta=cfg.rope_theta,
         tie_embeddings=fam.tie_embeddings if cfg.tie_embeddings is None else cfg.tie_embeddings,
         use_bias=fam.use_bias if cfg.use_bias is None else cfg.use_bias,
+        head_bias=cfg.head_bias,
         dropout=cfg.dropout,
         init_std=cfg.init_std,
         param_dtype=cfg.param_dtype,

@@ -135,7 +135,7 @@ class Transformer(nn.Module):
         if s.tie_embeddings:
             logits = jnp.einsum("bld,vd->blv", x, embedding.astype(s.jnp_dtype))
         else:
-            logits = Dense(s.vocab_size, ("embed", "vocab"), s, name="lm_head")(x)
+            logits = Dense(s.vocab_size, ("embed", "vocab"), s, bias=s.head_bias, name="lm_head")(x)
         logits = constrain(logits, ("act_batch", "act_length", "act_vocab")).astype(jnp.float32)
         return logits if cache is None else (logits, cache)
 

@@ -112,6 +112,7 @@ class Objective:
     sample_params: Callable | None = _identity  # params -> language-model params for the end sample; None = no sample
     flops_per_token: Callable = train_flops_per_token  # (spec, seq_len) -> training FLOPs per token, for MFU
     progress_metrics: tuple[str, ...] = ()  # logged metrics worth a place on the progress line (e.g. "score", "kl")
+    eval_split: str = "held-out"           # "train" when nothing was held out: eval metrics then measure fit
 
     @property
     def on_policy(self) -> bool:

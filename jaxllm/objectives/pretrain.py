@@ -47,7 +47,8 @@ def build_pretrain(cfg: Config, model: Transformer, data: PretrainData,
     source = BatchIterator(train_stream, t.seq_len, t.batch_size, seed=cfg.seed, shuffle=cfg.data.shuffle,
                            process_index=process_index, process_count=process_count)
     evals = eval_batches(eval_stream, t.seq_len, t.batch_size, t.eval_batches, process_index, process_count)
-    return Objective("pretrain", make_lm_loss(model, t.loss_chunk), source, evals, tokens_per_step=t.batch_size * t.seq_len)
+    return Objective("pretrain", make_lm_loss(model, t.loss_chunk), source, evals, tokens_per_step=t.batch_size * t.seq_len,
+                     eval_split="held-out" if "eval" in data.streams else "train")
 
 
 SPEC = ObjectiveSpec("pretrain", load=load_pretrain_data, build=build_pretrain, report=data_lines, chat=False,

@@ -33,6 +33,7 @@ ENV = {"coordinator_address": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_N
        "process_id": "JAX_PROCESS_ID"}
 _FAILED = "jaxllm/failed/"
 _ACK = "jaxllm/stopped/"
+_ALIVE = "jaxllm/alive/"  # a counter each watchdog raises every second: who still lives, after a collective fails
 _SETTINGS: dict = {}  # the job's distributed settings, process-wide like jax.distributed's own state
 
 
@@ -186,13 +187,15 @@ class _Watchdog(threading.Thread):
         self.every_s = every_s
 
     def run(self):
-        me = jax.process_index()
+        me, beat = jax.process_index(), 0
         while True:
             time.sleep(self.every_s)
             client = _client()
             if client is None or not jax.distributed.is_initialized():
                 return
             try:
+                beat += 1
+                client.key_value_set(f"{_ALIVE}{me}", str(beat), allow_overwrite=True)
                 posted = client.key_value_dir_get(_FAILED)
             except Exception:  # coordinator gone or shutting down: JAX's heartbeat check takes over
                 return
@@ -217,6 +220,26 @@ def looks_like_peer_loss(e: BaseException) -> bool:
         s in text for s in ("Gloo", "NCCL", "Connection closed", "peer", "UNAVAILABLE", "coordination service"))
 
 
+def _beats(client) -> dict[int, str]:
+    return {int(k.rsplit("/", 1)[-1]): v for k, v in client.key_value_dir_get(_ALIVE)}
+
+
+def dead_peers(wait_s: float = 3.0) -> tuple[list[int], str]:
+    """Which other processes stopped: their watchdog counters do not move over ``wait_s`` seconds
+    (``([0], ...)`` when the coordinator itself, process 0, no longer answers). Also how it was seen."""
+    me, client = jax.process_index(), _client()
+    if client is None:
+        return [], ""
+    try:
+        before = _beats(client)
+        time.sleep(wait_s)
+        after = _beats(client)
+    except Exception:
+        return [0], "the coordinator no longer answers"
+    dead = [i for i in range(jax.process_count()) if i != me and after.get(i) == before.get(i)]
+    return dead, f"no sign of life for {wait_s:.0f}s"
+
+
 def fail(message: str, code: int, peer_suspected: bool = False) -> None:
     """In a multi-process job: tell the other processes why this one stops, then exit now.
 
@@ -227,6 +250,15 @@ def fail(message: str, code: int, peer_suspected: bool = False) -> None:
     """
     _SETTINGS["failing"] = True
     if peer_suspected:
+        dead, how = dead_peers(min(3.0, _SETTINGS.get("heartbeat_timeout_s", 100) / 2))
+        if dead:
+            names = ", ".join(map(str, dead))
+            who = "the coordinator (process 0)" if dead == [0] else f"process {names}"
+            _say(f"jaxllm: process {jax.process_index()} stops: {who} died ({how}); a collective with it failed. "
+                 "Its own log or the scheduler says why.")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(3)
         wait = 2 * _SETTINGS.get("heartbeat_timeout_s", 100) + 10  # JAX's check can lag on a loaded host
         _say(f"jaxllm: process {jax.process_index()}: a collective failed, so another process has probably stopped; "
              f"waiting up to {wait}s for the coordinator to name it")

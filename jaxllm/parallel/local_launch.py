@@ -48,11 +48,27 @@ def _describe_exit(rc: int) -> str:
 _GLOO_HELLO = re.compile(r"^\[Gloo\] Rank \d+ is connected to \d+ peer ranks")
 
 
+_STACK_START = "*** Check failure stack trace: ***"
+_STACK_FRAME = re.compile(r"^\s+@\s+0x[0-9a-f]+\s")
+
+
 def _pump(i: int, stream, out) -> None:
+    """Child output, prefixed ``[i]``; a C++ stack trace of a fatal XLA error becomes one line (the error
+    message above it stays)."""
+    frames = 0
     for line in stream:
         if _GLOO_HELLO.match(line):  # one line per collective group set up on CPU: noise
             continue
+        if line.startswith(_STACK_START) or (frames and _STACK_FRAME.match(line)):
+            frames += 1
+            continue
+        if frames:
+            out.write(f"[{i}] ({frames - 1} frames of C++ stack trace omitted)\n")
+            frames = 0
         out.write(f"[{i}] {line}")
+        out.flush()
+    if frames:
+        out.write(f"[{i}] ({frames - 1} frames of C++ stack trace omitted)\n")
         out.flush()
 
 
@@ -76,7 +92,7 @@ def run_local(n: int, command: list[str], devices_per_process: int, grace_s: flo
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     first, killed = None, []
     try:
-        while any(p.poll() is None for p in procs):
+        while [p.poll() for p in procs].count(None):  # poll every process: any() would stop at the first live one
             if first is None:
                 failed = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode not in (None, 0)]
                 if failed:
