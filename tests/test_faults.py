@@ -230,6 +230,7 @@ DAMAGE = {
     "deleted params/": lambda s: shutil.rmtree(s / "params"),
     "truncated metadata": lambda s: os.truncate(s / "_CHECKPOINT_METADATA", 5),
     "empty step dir": lambda s: (shutil.rmtree(s), s.mkdir()),
+    "partial step dir": lambda s: (shutil.rmtree(s / "train"), shutil.rmtree(s / "data"), (s / "commit_success.txt").unlink()),
 }
 
 
