@@ -17,6 +17,7 @@ Arrays: ``tokens [N, K, L]`` int32, ``mask [N, K, L]`` (1 on real tokens),
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,23 @@ def _from_hh(rec: dict) -> Ranking:
     return Ranking(chosen[:-1], (Candidate(chosen[-1].content, True), Candidate(rejected[-1].content, True)))
 
 
+def _checked(r: Ranking) -> Ranking:
+    """Refuse what no preference loss can learn from: an empty response, or two identical ones."""
+    texts = [c.text.strip() for c in r.responses]
+    for i, t in enumerate(texts):
+        if not t:
+            raise BadChat(f"response {i + 1} of {len(texts)} is empty")
+    for i, j in itertools.combinations(range(len(texts)), 2):
+        if texts[i] == texts[j]:
+            raise BadChat(f"responses {i + 1} and {j + 1} are identical: nothing to prefer (chosen = rejected?)")
+    return r
+
+
 def record_to_ranking(rec: dict) -> Ranking:
+    return _checked(_record_to_ranking(rec))
+
+
+def _record_to_ranking(rec: dict) -> Ranking:
     if "responses" in rec:
         resp = rec["responses"]
         if not isinstance(resp, list) or len(resp) < 2 or not all(isinstance(r, str) for r in resp):
@@ -74,28 +91,38 @@ def read_ranking_files(paths: list[str], on_error: str) -> tuple[list[Ranking], 
     return read_records(paths, on_error, lambda rec: [record_to_ranking(rec)], "rankings or pairs")
 
 
-def encode_response(template: ChatTemplate, prompt: Conversation, c: Candidate) -> list[int]:
-    toks, _ = template.encode([*prompt, Message("assistant", c.text)])
-    return toks if c.stops else toks[:-1]
+def encode_response(template: ChatTemplate, prompt: Conversation, c: Candidate) -> tuple[list[int], list[int]]:
+    """Tokens of the whole chat and the response mask (1 on the assistant's tokens and its ``<|end|>``)."""
+    toks, targets = template.encode([*prompt, Message("assistant", c.text)])
+    return (toks, targets) if c.stops else (toks[:-1], targets[:-1])
 
 
-def encode_rankings(template: ChatTemplate, rankings: list[Ranking], k: int, seq_len: int) -> tuple[dict, int]:
-    """``({"tokens", "mask" [N, K, L], "n_ranked" [N]}, responses cut)``; missing responses repeat the last one."""
+def encode_rankings(template: ChatTemplate, rankings: list[Ranking], k: int, seq_len: int,
+                    response_mask: bool = False) -> tuple[dict, int]:
+    """``({"tokens", "mask" [N, K, L], "n_ranked" [N]}, responses cut)``; missing responses repeat the last one.
+
+    ``response_mask``: also ``"response" [N, K, L]``, 1 on response tokens (what preference losses score).
+    """
     n = len(rankings)
     tokens = np.zeros((n, k, seq_len), np.int32)
     mask = np.zeros((n, k, seq_len), np.float32)
+    response = np.zeros((n, k, seq_len), np.float32)
     n_ranked = np.zeros((n,), np.int32)
     cut = 0
     for i, r in enumerate(rankings):
         resp = r.responses[:k]
         n_ranked[i] = len(resp)
         for j in range(k):
-            t = encode_response(template, r.prompt, resp[min(j, len(resp) - 1)])
+            t, m = encode_response(template, r.prompt, resp[min(j, len(resp) - 1)])
             if len(t) > seq_len:
-                t, cut = t[-seq_len:], cut + (j < len(resp))
+                t, m, cut = t[-seq_len:], m[-seq_len:], cut + (j < len(resp))
             tokens[i, j, :len(t)] = t
             mask[i, j, :len(t)] = 1.0
-    return {"tokens": tokens, "mask": mask, "n_ranked": n_ranked}, cut
+            response[i, j, :len(m)] = m
+    out = {"tokens": tokens, "mask": mask, "n_ranked": n_ranked}
+    if response_mask:
+        out["response"] = response
+    return out, cut
 
 
 @dataclasses.dataclass
@@ -107,7 +134,7 @@ class PrefData:
     stats: dict
 
 
-def load_pref_data(cfg: Config, run_dir: Path | None, max_responses: int) -> PrefData:
+def load_pref_data(cfg: Config, run_dir: Path | None, max_responses: int, response_mask: bool = False) -> PrefData:
     """Rankings (or pairs) of the configured source as ``[N, K, L]`` arrays, K = at most ``max_responses``."""
     d = cfg.data
     rankings, report = open_source(d).rankings()
@@ -115,7 +142,7 @@ def load_pref_data(cfg: Config, run_dir: Path | None, max_responses: int) -> Pre
     tok = get_tokenizer(cfg, run_dir, [t for r in train for t in [*(m.content for m in r.prompt), *(c.text for c in r.responses)]])
     template = ChatTemplate(tok)
     k = min(max_responses, max(len(r.responses) for r in rankings))
-    tr, cut = encode_rankings(template, train, k, cfg.train.seq_len)
-    ev, cut_eval = encode_rankings(template, held, k, cfg.train.seq_len)
+    tr, cut = encode_rankings(template, train, k, cfg.train.seq_len, response_mask)
+    ev, cut_eval = encode_rankings(template, held, k, cfg.train.seq_len, response_mask)
     stats = {**report, "rankings": {"train": len(train), "eval": len(held), "k": k, "cut": cut + cut_eval}}
     return PrefData(tok, template, tr, ev, stats)

@@ -113,6 +113,9 @@ class Objective:
     flops_per_token: Callable = train_flops_per_token  # (spec, seq_len) -> training FLOPs per token, for MFU
     progress_metrics: tuple[str, ...] = ()  # logged metrics worth a place on the progress line (e.g. "score", "kl")
     eval_split: str = "held-out"           # "train" when nothing was held out: eval metrics then measure fit
+    # (layout, frozen) -> (a line to print or None, the frozen dict the step gets): once the frozen models are
+    # placed, before the step compiles (e.g. DPO scores its data with the reference, then drops it)
+    prepare: Callable | None = None
 
     @property
     def on_policy(self) -> bool:

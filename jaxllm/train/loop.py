@@ -233,6 +233,10 @@ def _initial_state(r: _Run):
         if cfg.init_from:
             r.say.write(f"parameters taken from {cfg.init_from}")
     frozen = {name: _place(p, fresh, layout) for name, p in obj.frozen.items()}
+    if obj.prepare is not None:
+        line, frozen = obj.prepare(layout, frozen)
+        if line:
+            r.say.write(line)
     _write_run_dir(r)
     if cfg.checkpoint.enabled and ckpt is None:
         ckpt = Checkpointer(r.run_dir / "checkpoints", cfg.checkpoint)
