@@ -249,8 +249,17 @@ def cmd_eval(args) -> int:
     from jaxllm.infer.evaluate import load_questions, perplexity, qa_accuracy
     from jaxllm.infer.load import load_checkpoint
 
-    loaded = load_checkpoint(args.checkpoint, args.set)
     report = {"checkpoint": str(args.checkpoint)}
+    if args.pairs:
+        from jaxllm.infer.preference import preference_accuracy
+
+        res = preference_accuracy(args.checkpoint, args.pairs, args.on_error)
+        report["preference"] = res
+        skipped = f", {res['skipped_records']} bad records skipped" if res["skipped_records"] else ""
+        print(f"{', '.join(args.pairs)}: {res['rankings']} rankings, {res['pairs']} ordered pairs{skipped}, "
+              f"{res['responses_cut']} responses cut at train.seq_len; {res['score']} ranks the better one higher in "
+              f"{res['accuracy']:.1%} (the shorter response: {res['length_baseline']:.1%})")
+    loaded = load_checkpoint(args.checkpoint, args.set) if args.questions or args.text else None
     if args.questions:
         qs = load_questions(args.questions, loaded)[: args.limit or None]
         fmt = args.prompt_format if args.prompt_format != "auto" else ("chat" if loaded.is_chat_model else "qa")
@@ -268,8 +277,8 @@ def cmd_eval(args) -> int:
         report["perplexity"] = ppl
         print(f"perplexity on {', '.join(args.text)}: {ppl['perplexity']:.3f} (nll {ppl['nll']:.4f}, "
               f"{ppl['tokens']:,} tokens, {ppl['documents']} documents)")
-    if not args.questions and not args.text:
-        raise UserError("nothing to evaluate: give --questions builtin|FILE and/or --text FILE.")
+    if not args.questions and not args.text and not args.pairs:
+        raise UserError("nothing to evaluate: give --questions builtin|FILE, --text FILE and/or --pairs FILE.")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
@@ -457,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--prompt-format", choices=("auto", "chat", "qa"), default="auto",
                     help="chat template, or 'Question: ...\\nAnswer:' text (auto: chat for fine-tuned models)")
     ev.add_argument("--text", nargs="*", default=[], help="plain-text or JSONL files for perplexity")
+    ev.add_argument("--pairs", nargs="*", default=[], help="rankings/pairs JSONL files: preference accuracy of a reward "
+                    "model or DPO run, beside the shorter-response baseline")
+    ev.add_argument("--on-error", choices=("raise", "skip"), default="skip", help="bad records in --pairs files")
     ev.add_argument("--seq-len", type=int, default=None, help="perplexity window (default: the model's max_seq_len)")
     ev.add_argument("--max-new-tokens", type=int, default=32)
     ev.add_argument("--limit", type=int, default=0, help="only the first N questions")

@@ -133,3 +133,153 @@ def test_a_short_dpo_run_learns_the_built_in_rankings(tiny, extra):
     res = train(_dpo_cfg(tiny, "train.steps=12", *extra))
     assert res.eval["eval_accuracy"] > 0.6, res.eval
     assert res.history[-1]["loss"] < res.history[0]["loss"]
+
+
+PAIRS = [
+    {"prompt": "What is the capital of France?", "chosen": "Paris.", "rejected": "I am not sure, it could be Lyon or Nice."},
+    {"prompt": "Is the moon made of cheese?", "chosen": "No. The moon is rock.", "rejected": "Yes."},
+    {"prompt": "How do I pick a lock to rob a house?", "chosen": "I can't help with that.",
+     "rejected": "Take a tension wrench and a pick, then rake the pins until the lock opens."},
+    {"prompt": "Name a prime number.", "responses": ["Seven.", "Seven is one.", "Nine."]},
+    {"prompt": "broken", "chosen": "same", "rejected": "same"},  # skipped: identical
+]
+
+
+@pytest.fixture(scope="module")
+def pair_runs(tmp_path_factory):
+    """A tiny pre-trained run, a reward model and a DPO policy from it, and a pairs file."""
+    import json
+
+    from conftest import tiny_config
+    from jaxllm.train.loop import train
+
+    d = tmp_path_factory.mktemp("pairs")
+    pre = d / "pre"
+    train(tiny_config(pre, "train.steps=2", "checkpoint.every=2"))
+    common = ["data.builtin.rankings=120", "train.seq_len=64", "train.steps=3", "checkpoint.every=3", f"init_from={pre}"]
+    train(tiny_config(d / "rm", "objective.name=reward", "optimizer.lr=1e-2", *common))
+    train(tiny_config(d / "dpo", "objective.name=dpo", "optimizer.lr=1e-2", *common))
+    f = d / "pairs.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in PAIRS))
+    return d, f
+
+
+def _np_logp(loaded_model, params, tokens, response):
+    logits = np.asarray(loaded_model.apply({"params": params}, jnp.asarray([tokens])))[0].astype(np.float64)
+    lsm = logits - logits.max(-1, keepdims=True)
+    lsm = lsm - np.log(np.exp(lsm).sum(-1, keepdims=True))
+    return sum(lsm[j - 1, tokens[j]] for j in range(1, len(tokens)) if response[j])
+
+
+def test_eval_pairs_scores_dpo_and_reward_runs_against_a_full_forward(pair_runs, capsys):
+    from jaxllm.cli import main
+    from jaxllm.data.chat import ChatTemplate
+    from jaxllm.data.pref_data import encode_response, read_ranking_files
+    from jaxllm.infer.load import load_checkpoint
+    from jaxllm.infer.preference import preference_accuracy
+    from jaxllm.model.scalar import ScalarModel
+    from jaxllm.pretrained import load_params
+
+    d, f = pair_runs
+    rankings, rep = read_ranking_files([str(f)], "skip")
+    assert rep["skipped_records"] == 1
+    pol, ref = load_checkpoint(d / "dpo"), load_checkpoint(d / "pre")
+    tpl = ChatTemplate(pol.tokenizer)
+    beta = pol.cfg.objective.dpo.beta
+    right = pairs = 0
+    short = 0.0
+    for r in rankings:
+        enc = [encode_response(tpl, r.prompt, c) for c in r.responses]
+        rew = [beta * (_np_logp(pol.model, pol.params, t, m) - _np_logp(ref.model, ref.params, t, m)) for t, m in enc]
+        for i, j in itertools.combinations(range(len(rew)), 2):
+            pairs, right = pairs + 1, right + (rew[i] > rew[j])
+            li, lj = len(r.responses[i].text), len(r.responses[j].text)
+            short += 1.0 if li < lj else 0.5 if li == lj else 0.0
+    res = preference_accuracy(d / "dpo", [str(f)])
+    assert res["pairs"] == pairs == 6 and res["skipped_records"] == 1
+    assert res["accuracy"] == pytest.approx(right / pairs) and res["length_baseline"] == pytest.approx(short / pairs)
+
+    # the reward model: its scalar at each response's last token, from an unpadded forward
+    rm = ScalarModel(ref.model.spec)
+    with ref.layout.context():
+        rm_params = load_params(str(d / "rm"), ref.layout.abstract_params(rm))
+    right = 0
+    for r in rankings:
+        s = [float(np.asarray(rm.apply({"params": rm_params}, jnp.asarray([t])))[0, -1])
+             for t, _ in (encode_response(tpl, r.prompt, c) for c in r.responses)]
+        gaps = [s[i] - s[j] for i, j in itertools.combinations(range(len(s)), 2)]
+        assert min(abs(g) for g in gaps) > 1e-4  # no near-ties that float rounding could flip
+        right += sum(g > 0 for g in gaps)
+    assert preference_accuracy(d / "rm", [str(f)])["accuracy"] == pytest.approx(right / 6)
+
+    assert main(["eval", str(d / "dpo"), "--pairs", str(f)]) == 0
+    out = capsys.readouterr().out
+    assert "5 rankings" not in out and "4 rankings, 6 ordered pairs, 1 bad records skipped" in out
+    assert "implicit reward ranks the better one higher in" in out and "(the shorter response: 50.0%)" in out
+    assert main(["eval", str(d / "pre"), "--pairs", str(f)]) == 2
+    assert "is a pretrain run" in capsys.readouterr().err
+
+
+def test_data_eval_paths_is_the_held_out_split_of_every_objective(pair_runs, tmp_path):
+    """A dataset's own test file: rankings (DPO, reward), chats (SFT), documents (pre-training)."""
+    import json
+
+    from conftest import tiny_config
+    from jaxllm.data.pref_data import load_pref_data
+    from jaxllm.data.prepare import load_corpus
+    from jaxllm.data.sft_data import load_sft_data
+
+    d, pairs = pair_runs
+    train_file = tmp_path / "train.jsonl"
+    train_file.write_text("".join(json.dumps({"prompt": f"Question {i}?", "chosen": f"Answer {i}.",
+                                              "rejected": f"No idea about {i}, sorry."}) + "\n" for i in range(40)))
+    cfg = tiny_config(tmp_path / "r", "objective.name=dpo", "data.source=jsonl", f"data.paths=[{train_file}]",
+                      f"data.eval_paths=[{pairs}]", "data.on_error=skip", "train.seq_len=64", f"init_from={d / 'pre'}")
+    data = load_pref_data(cfg, None, 4, response_mask=True)
+    assert data.stats["rankings"]["train"] == 40 and data.stats["rankings"]["eval"] == 4  # all trains; the file's 4 held out
+    assert data.eval["tokens"].shape[:2] == (4, 3)
+
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Hi {i}"},
+                                                      {"role": "assistant", "content": f"Hello {i}."}]}) + "\n"
+                             for i in range(3)))
+    cfg = tiny_config(tmp_path / "s", "objective.name=sft", f"data.eval_paths=[{chats}]", "train.seq_len=64",
+                      f"init_from={d / 'pre'}")
+    assert load_sft_data(cfg, None).stats["conversations"]["eval"] == 3
+
+    text = tmp_path / "test.txt"
+    text.write_text("First held-out document.\n\nSecond held-out document.\n")
+    corpus = load_corpus(tiny_config(tmp_path / "p", f"data.eval_paths=[{text}]"))
+    assert corpus.eval_docs == ["First held-out document.", "Second held-out document."]
+    assert len(corpus.train_docs) > 100  # every built-in document trains
+
+
+def test_bad_preference_records_are_named_by_file_and_line(tmp_path):
+    import json
+
+    from jaxllm.data.pref_data import read_ranking_files
+    from jaxllm.errors import UserError
+
+    for i, (rec, msg) in enumerate([({"prompt": "q", "responses": ["only one"]}, "at least 2 strings"),
+                                    ({"prompt": "q", "chosen": "same", "rejected": "same"}, "identical"),
+                                    ({"prompt": "q", "chosen": "fine", "rejected": "  "}, "response 2 of 2 is empty")]):
+        f = tmp_path / f"bad{i}.jsonl"
+        f.write_text(json.dumps({"prompt": "ok", "chosen": "a", "rejected": "b"}) + "\n" + json.dumps(rec) + "\n")
+        with pytest.raises(UserError, match=rf"bad{i}.jsonl:2: .*{msg}"):
+            read_ranking_files([str(f)], "raise")
+
+
+def test_a_reference_tokenizer_other_than_the_policys_is_refused(pair_runs, tmp_path):
+    from conftest import tiny_config
+    from jaxllm.data.tokenizer import train_tokenizer
+    from jaxllm.errors import UserError
+    from jaxllm.objectives.dpo import load
+    from jaxllm.world.corpus import generate_documents
+
+    d, _ = pair_runs
+    other = tmp_path / "other.model"
+    train_tokenizer(generate_documents(30_000, 5), 400).save(other)
+    cfg = tiny_config(tmp_path / "r", "objective.name=dpo", f"init_from={d / 'pre'}", f"data.tokenizer.path={other}",
+                      "data.builtin.rankings=50")
+    with pytest.raises(UserError, match="differs from the tokenizer of init_from"):
+        load(cfg, None)

@@ -17,6 +17,8 @@ STAGE_SETTINGS = {
     "reward": ["objective:\n  name: reward\ndata:\n  builtin:\n    rankings: 200", "train:\n  steps: 4"],
     "ppo": ["objective:\n  name: ppo\n  ppo:\n    rollout_prompts: 16\n    max_new_tokens: 8\n    eval_prompts: 8",
             "train:\n  steps: 4"],
+    "dpo_listwise": ["objective:\n  name: dpo\n  dpo:\n    ranking: plackett_luce\ndata:\n  builtin:\n    rankings: 200",
+                     "train:\n  steps: 4"],
 }
 
 
@@ -52,7 +54,8 @@ def test_pipeline_wires_stages_and_writes_a_report(finished, capsys):
 
     tmp_path, path, overrides, report = finished
     text = report.read_text()
-    for row in ("| pretrain |", "| sft |", "| ppo |", "| reward model | held-out pairwise accuracy"):
+    for row in ("| pretrain |", "| sft |", "| ppo |", "| dpo_listwise |", "| reward model | held-out pairwise accuracy",
+                "| dpo_listwise (implicit reward) | held-out pairwise accuracy"):
         assert row in text
     assert (tmp_path / "runs" / "ppo_curves.svg").read_text().startswith("<svg")
     ppo_metrics = [json.loads(line) for line in (tmp_path / "runs/ppo/metrics.jsonl").read_text().splitlines()]
@@ -71,7 +74,7 @@ def test_pipeline_wires_stages_and_writes_a_report(finished, capsys):
 
     capsys.readouterr()
     run_pipeline(path, overrides)  # everything finished: every stage is skipped, the report is rewritten
-    assert capsys.readouterr().out.count("skipped") == 4
+    assert capsys.readouterr().out.count("skipped") == 5
 
     # a fresh PPO run starts its policy from SFT and its critic from the reward model
     p = load_pipeline(path, overrides + [f"ppo.run.dir={tmp_path / 'fresh'}"])
@@ -96,7 +99,9 @@ def test_pipeline_wires_stages_and_writes_a_report(finished, capsys):
 
 
 @pytest.mark.parametrize("text, overrides, message", [
-    ("stages: {pretrain: a, sft: b, reward: c}\n", [], "stages must be exactly pretrain, sft, reward, ppo"),
+    ("stages: {pretrain: a, sft: b, reward: c}\n", [], "stages need pretrain, sft and at least one policy stage"),
+    ("stages: {pretrain: a, sft: b, ppo: d}\n", [], "a ppo stage needs the reward stage"),
+    ("stages: {pretrain: a, sft: b, sft_x: c, dpo: d}\n", [], "not a stage name: ['sft_x']"),
     ("stages: {pretrain: a, sft: b, reward: c, ppo: d}\nrport: {}\n", [], "unknown key(s) ['rport']"),
     ("stages: {pretrain: pretrain/demo, sft: sft/demo, reward: reward/demo, ppo: ppo/demo}\n", ["sft.train.steps"],
      "expected key=value"),
@@ -130,7 +135,7 @@ def _report_rows(text: str) -> dict[str, list[float]]:
 
 @pytest.mark.slow
 def test_ppo_and_the_report_on_two_processes_match_one_process(finished, tmp_path):
-    """The finished pipeline's first three stages, copied; PPO and the report rerun as 2 processes x 4 devices
+    """The finished pipeline's stages but PPO, copied; PPO and the report rerun as 2 processes x 4 devices
     (rollouts generated on every process, each training on its slice) give the one-process figures."""
     import shutil
     import subprocess
@@ -143,7 +148,7 @@ def test_ppo_and_the_report_on_two_processes_match_one_process(finished, tmp_pat
                           f"dir={runs}"], env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-4000:]
-    assert out.stdout.count("already reached step") == 3 and "2 process(es)" in out.stdout
+    assert out.stdout.count("already reached step") == 4 and "2 process(es)" in out.stdout
     one = [json.loads(x) for x in (src / "runs/ppo/metrics.jsonl").read_text().splitlines()]
     two = [json.loads(x) for x in (runs / "ppo/metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in one] == [r["step"] for r in two]

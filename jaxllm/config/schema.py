@@ -141,6 +141,9 @@ class DataConfig:
                          "jsonl: one document per line; prepared: the output of `jaxllm data prepare` (data.prepared_dir); "
                          "tfds:NAME[/CONFIG][:VERSION]: a TensorFlow Datasets dataset in data.data_dir.")
     paths: list = _f(factory=list, doc="Files or globs for text/jsonl sources.")
+    eval_paths: list = _f(factory=list, doc="Files or globs held out for evaluation (a dataset's own test split; *.txt "
+                          "read as text, others as JSONL in the objective's record format); when set, every record of "
+                          "the source trains and data.eval_fraction is not used.")
     field: str = _f("text", doc="Text field of JSONL records and TFDS examples.")
     chat_format: str = _f("auto", choices=("auto", "alpaca", "messages", "sharegpt", "hh"),
                           doc="SFT records in data.paths: alpaca {instruction,input,output|instances}, messages "

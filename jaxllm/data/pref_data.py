@@ -27,7 +27,7 @@ from jaxllm.data.chat import ChatTemplate, Conversation, Message
 from jaxllm.data.chat_sources import BadChat, parse_hh
 from jaxllm.data.prepare import get_tokenizer
 from jaxllm.data.readers import read_records
-from jaxllm.data.sources import open_source, split_documents
+from jaxllm.data.sources import open_source, train_and_held_out
 from jaxllm.data.tokenizer import Tokenizer
 
 
@@ -138,10 +138,10 @@ def load_pref_data(cfg: Config, run_dir: Path | None, max_responses: int, respon
     """Rankings (or pairs) of the configured source as ``[N, K, L]`` arrays, K = at most ``max_responses``."""
     d = cfg.data
     rankings, report = open_source(d).rankings()
-    train, held = split_documents(rankings, d.eval_fraction, d.split_seed)
+    train, held = train_and_held_out(d, rankings, lambda src: src.rankings())
     tok = get_tokenizer(cfg, run_dir, [t for r in train for t in [*(m.content for m in r.prompt), *(c.text for c in r.responses)]])
     template = ChatTemplate(tok)
-    k = min(max_responses, max(len(r.responses) for r in rankings))
+    k = min(max_responses, max(len(r.responses) for r in [*train, *held]))
     tr, cut = encode_rankings(template, train, k, cfg.train.seq_len, response_mask)
     ev, cut_eval = encode_rankings(template, held, k, cfg.train.seq_len, response_mask)
     stats = {**report, "rankings": {"train": len(train), "eval": len(held), "k": k, "cut": cut + cut_eval}}

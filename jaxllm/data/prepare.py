@@ -16,7 +16,7 @@ import jax
 from jaxllm.config.schema import Config
 from jaxllm.data.packing import TokenStream, build_stream
 from jaxllm.data.prepared import read_prepared, write_prepared
-from jaxllm.data.sources import load_documents, split_documents
+from jaxllm.data.sources import eval_source, load_documents, split_documents
 from jaxllm.data.tokenizer import Tokenizer, train_tokenizer
 from jaxllm.errors import UserError
 
@@ -68,7 +68,17 @@ def cut_long_documents(docs: list[str], limit: int) -> tuple[list[str], dict]:
 
 def load_corpus(cfg: Config) -> Corpus:
     """The configured documents split into train/eval (raises UserError on bad data)."""
-    docs, report = load_documents(cfg.data)
+    docs, report = _prepared_documents(cfg, load_documents(cfg.data))
+    if cfg.data.eval_paths:  # a held-out file, cut and cleaned as the training documents are
+        evald, _ = _prepared_documents(cfg, eval_source(cfg.data).documents())
+        return Corpus(docs, evald, report)
+    train, evald = split_documents(docs, cfg.data.eval_fraction, cfg.data.split_seed)
+    return Corpus(train, evald, report)
+
+
+def _prepared_documents(cfg: Config, loaded: tuple[list[str], dict]) -> tuple[list[str], dict]:
+    """Documents cut (`data.max_document_chars`) and cleaned (`data.clean`), with the report."""
+    docs, report = loaded
     if cfg.data.max_document_chars:
         docs, cut = cut_long_documents(docs, cfg.data.max_document_chars)
         if cut["documents"]:
@@ -78,8 +88,7 @@ def load_corpus(cfg: Config) -> Corpus:
         docs, report["cleaning"] = clean_documents(docs, cfg.data.clean)
         if not docs:
             raise UserError("data.clean removed every document; loosen data.clean thresholds (see the report in `jaxllm data clean`).")
-    train, evald = split_documents(docs, cfg.data.eval_fraction, cfg.data.split_seed)
-    return Corpus(train, evald, report)
+    return docs, report
 
 
 def init_from_tokenizer(init_from: str | None) -> Path | None:

@@ -47,7 +47,11 @@ def read_prompt_files(paths: list[str], on_error: str) -> tuple[list[RlPrompt], 
 
 def load_prompt_data(cfg: Config, run_dir: Path | None, eval_prompts: int) -> PromptData:
     """Train and held-out prompts (``eval_prompts`` of them; the built-in ones balanced over their kinds)."""
-    train, held, report = open_source(cfg.data).prompts(eval_prompts)
+    if cfg.data.eval_paths:  # every prompt of the source for rollouts, the eval files' held out
+        train, _, report = open_source(cfg.data).prompts(0)
+        held = read_prompt_files(cfg.data.eval_paths, cfg.data.on_error)[0][:eval_prompts]
+    else:
+        train, held, report = open_source(cfg.data).prompts(eval_prompts)
     tok = get_tokenizer(cfg, run_dir, [m.content for p in train for m in p.conversation])
     return PromptData(tok, ChatTemplate(tok), train, held, {**report, "prompts": {"train": len(train), "eval": len(held)}})
 

@@ -17,7 +17,7 @@ from jaxllm.config.schema import Config
 from jaxllm.data.chat import ChatTemplate, Conversation
 from jaxllm.data.packing import pack_examples
 from jaxllm.data.prepare import get_tokenizer
-from jaxllm.data.sources import open_source, split_documents
+from jaxllm.data.sources import open_source, train_and_held_out
 from jaxllm.data.tokenizer import Tokenizer
 
 
@@ -55,7 +55,7 @@ def encode_all(template: ChatTemplate, convs: list[Conversation], train_on: str)
 
 def load_sft_data(cfg: Config, run_dir: Path | None, train_on: str = "all_assistant") -> SftData:
     convs, report = load_conversations(cfg)
-    train, held = split_documents(convs, cfg.data.eval_fraction, cfg.data.split_seed)
+    train, held = train_and_held_out(cfg.data, convs, lambda src: src.conversations())
     tok = get_tokenizer(cfg, run_dir, [m.content for c in train for m in c])
     template = ChatTemplate(tok)
     rows, pack_stats = pack_examples(encode_all(template, train, train_on), cfg.train.seq_len)

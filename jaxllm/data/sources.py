@@ -8,6 +8,8 @@ the user's files (`FileSource`). The loaders of each objective (`prepare`, `sft_
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Protocol
 
 import numpy as np
@@ -74,6 +76,21 @@ def open_source(cfg: DataConfig) -> Source:
         from jaxllm.world.source import BuiltinSource  # the one way from the data pipeline into the world
         return BuiltinSource(cfg.builtin)
     return FileSource(cfg)
+
+
+def eval_source(cfg: DataConfig) -> Source:
+    """The files of ``data.eval_paths`` as a source of the same records (text for *.txt, else JSONL)."""
+    text = all(str(p).endswith(".txt") for p in cfg.eval_paths)
+    return FileSource(dataclasses.replace(cfg, source="text" if text else "jsonl", paths=list(cfg.eval_paths)))
+
+
+def train_and_held_out(cfg: DataConfig, items: list, read) -> tuple[list, list]:
+    """``(train, held out)``: every item and what ``read(source)`` gives from ``data.eval_paths``, when set;
+    else a seeded ``data.eval_fraction`` split of ``items``."""
+    if cfg.eval_paths:
+        held, _ = read(eval_source(cfg))
+        return items, held
+    return split_documents(items, cfg.eval_fraction, cfg.split_seed)
 
 
 def load_documents(cfg: DataConfig) -> tuple[list[str], dict]:

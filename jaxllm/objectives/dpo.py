@@ -13,6 +13,7 @@ its parameters from device memory. SimPO needs none.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,9 @@ from jaxllm.config.schema import Config, option
 from jaxllm.data.chat import user
 from jaxllm.data.packing import RowBatches, fixed_batches, take_rows
 from jaxllm.data.pref_data import PrefData, load_pref_data
-from jaxllm.errors import ConfigError
+from jaxllm.data.prepare import init_from_tokenizer
+from jaxllm.data.tokenizer import Tokenizer
+from jaxllm.errors import ConfigError, UserError
 from jaxllm.model import Transformer
 from jaxllm.model.flops import train_flops_per_token
 from jaxllm.model.scalar import layout as row_layout
@@ -98,9 +101,9 @@ def make_dpo_loss(model: Transformer, c: DpoConfig, live_reference: bool, chunk:
     return loss
 
 
-def reference_logps(model: Transformer, params, arrays: dict, rows_per_call: int, layout, chunk: int = 0) -> np.ndarray:
-    """``[N, K]`` reference log-prob sums of every response in ``arrays`` (each process computes all of them)."""
-    fn = jax.jit(lambda p, t, m, r: sequence_logps(model, p, t, m, r, None, chunk)[0])
+def map_responses(fn, arrays: dict, rows_per_call: int, layout) -> np.ndarray:
+    """``fn(tokens, mask, response) -> [M]`` over every response of ``arrays`` (``[N, K, L]``) -> ``[N, K]``,
+    in global batches on ``layout`` (each process computes all of them)."""
     n, k, length = arrays["tokens"].shape
     flat = {name: arrays[name].reshape(n * k, length) for name in ("tokens", "mask", "response")}
     pc, pi = jax.process_count(), jax.process_index()
@@ -111,8 +114,14 @@ def reference_logps(model: Transformer, params, arrays: dict, rows_per_call: int
     for s in range(0, total, step):
         local = rows[s:s + step][pi * step // pc:(pi + 1) * step // pc]
         g = layout.global_batch({name: v[local] for name, v in flat.items()})
-        out.append(layout.to_host(fn(params, g["tokens"], g["mask"], g["response"])))
+        out.append(layout.to_host(fn(g["tokens"], g["mask"], g["response"])))
     return np.concatenate(out)[:n * k].reshape(n, k).astype(np.float32)
+
+
+def reference_logps(model: Transformer, params, arrays: dict, rows_per_call: int, layout, chunk: int = 0) -> np.ndarray:
+    """``[N, K]`` log-prob sums of every response in ``arrays`` under ``params`` (the reference)."""
+    fn = jax.jit(lambda p, t, m, r: sequence_logps(model, p, t, m, r, None, chunk)[0])
+    return map_responses(functools.partial(fn, params), arrays, rows_per_call, layout)
 
 
 def build_dpo(cfg: Config, model: Transformer, data: PrefData, process_index: int = 0, process_count: int = 1) -> Objective:
@@ -154,7 +163,13 @@ def build_dpo(cfg: Config, model: Transformer, data: PrefData, process_index: in
 
 
 def load(cfg: Config, run_dir: Path | None) -> PrefData:
-    return load_pref_data(cfg, run_dir, cfg.objective.dpo.max_responses, response_mask=True)
+    data = load_pref_data(cfg, run_dir, cfg.objective.dpo.max_responses, response_mask=True)
+    ref_tok = init_from_tokenizer(cfg.init_from)
+    if ref_tok is not None and Tokenizer.load(ref_tok).model_proto != data.tokenizer.model_proto:
+        raise UserError(f"data.tokenizer.path = {cfg.data.tokenizer.path!r} differs from the tokenizer of init_from = "
+                        f"{cfg.init_from!r} ({ref_tok}), the policy's start and DPO's reference; drop "
+                        "data.tokenizer.path so both read the same token ids.")
+    return data
 
 
 def validate(cfg: Config) -> None:

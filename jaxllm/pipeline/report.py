@@ -1,13 +1,14 @@
 """The pipeline's report: every stage's policy answers the same held-out prompts.
 
-Per stage (pre-trained, SFT, PPO), the evaluation PPO itself runs (`rl.evaluate`): greedy
+Per stage (pre-trained, SFT, and each policy stage: PPO, DPO), the evaluation PPO itself runs (`rl.evaluate`): greedy
 answers to ``eval_prompts`` held-out prompts of the preference world (balanced over the four
 kinds), scored by the rule-based judge (`pref_world.judge`) and by the reward model; KL to the SFT
 policy from answers sampled at temperature 1 (mean over responses of the summed
 ``log pi - log pi_sft``). The reward model row gives its held-out pairwise
-accuracy. Writes ``<dir>/report.md`` and ``<dir>/ppo_curves.svg`` (reward model
-score beside judge score over PPO steps: reward hacking would show as the first
-rising while the second falls).
+accuracy; a DPO row, its held-out implicit-reward accuracy. Without a reward stage the
+reward-model column is empty. Writes ``<dir>/report.md`` and ``<dir>/ppo_curves.svg`` (with a
+PPO stage: reward model score beside judge score over PPO steps: reward hacking would show as
+the first rising while the second falls).
 """
 
 from __future__ import annotations
@@ -39,17 +40,22 @@ def _last(rows: list[dict], key: str) -> float | None:
     return vals[-1] if vals else None
 
 
+def _no_reward(prompts, replies):
+    return [0.0] * len(replies)
+
+
 def evaluate_stage(loaded, ref_params, rm_params, prompts) -> tuple[dict, list[str]]:
-    """Judge metrics, reward-model score and KL to the reference for one policy (`rl.evaluate`) on
-    ``prompts`` (`RlPrompt`s); and its greedy answers."""
+    """Judge metrics, reward-model score (``rm_params`` None: none) and KL to the reference for one policy
+    (`rl.evaluate`) on ``prompts`` (`RlPrompt`s); and its greedy answers."""
     tpl, tok = loaded.chat_template, loaded.tokenizer
     p_len = max(len(tpl.prompt(q.conversation)) for q in prompts)
     settings = Settings(1.0, tok.vocab_size, 1.0, 1.0, "k1", 0.0, 0.0, False)
     engine = RolloutEngine(loaded.model.spec, p_len, MAX_NEW, Sampling(1.0, max_new_tokens=MAX_NEW), settings, tpl,
-                           critic=False)
+                           reward_fn=None if rm_params is not None else _no_reward, critic=False)
     engine.attach(loaded.layout, ref_params, rm_params)
     with loaded.layout.context():
-        metrics, greedy, _ = evaluate_policy(engine, {"policy": loaded.params}, prompts, key_seed=3)
+        metrics, greedy, _ = evaluate_policy(engine, {"policy": loaded.params}, prompts, key_seed=3,
+                                             with_rm=rm_params is not None)
     res = {k: v for k, v in metrics.items() if k not in ("kl", "stop", "response_len")}
     res["kl_to_sft"] = metrics["kl"]
     return res, [t.strip() for t in greedy.texts]
@@ -61,44 +67,55 @@ COLUMNS = [("judge", "judge score"), ("correct", "correct (factual)"), ("refuses
            ("words", "words"), ("rm_score", "reward model score"), ("kl_to_sft", "KL to SFT (nats)")]
 
 
-def _table(rows: dict[str, dict], rm_accuracy: float | None) -> str:
+def _table(rows: dict[str, dict], rm_accuracy: float | None, dpo_accuracy: dict[str, float] | None = None) -> str:
     head = "| stage | " + " | ".join(c for _, c in COLUMNS) + " |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
     for stage, r in rows.items():
         lines.append(f"| {stage} | " + " | ".join(f"{r[k]:.3f}" if k in r else "-" for k, _ in COLUMNS) + " |")
     if rm_accuracy is not None:
         lines.append(f"| reward model | held-out pairwise accuracy **{rm_accuracy:.3f}** |" + " |" * (len(COLUMNS) - 1))
+    for stage, acc in (dpo_accuracy or {}).items():
+        lines.append(f"| {stage} (implicit reward) | held-out pairwise accuracy **{acc:.3f}** |" + " |" * (len(COLUMNS) - 1))
     return "\n".join(lines)
 
 
 def write_report(p, cfgs: dict, times: dict) -> Path:
     from jaxllm.infer.load import load_checkpoint
 
+    from jaxllm.pipeline.run import stage_kind
+
     _, held, _ = BuiltinSource(cfgs["sft"].data.builtin).prompts(p.eval_prompts)  # the prompts PPO evaluates on
     prompts = [q.item for q in held]
     sft = load_checkpoint(cfgs["sft"].run.dir)
-    with sft.layout.context():
-        rm = load_params(cfgs["reward"].run.dir, sft.layout.abstract_params(ScalarModel(sft.model.spec)))
+    rm = None
+    if "reward" in cfgs:
+        with sft.layout.context():
+            rm = load_params(cfgs["reward"].run.dir, sft.layout.abstract_params(ScalarModel(sft.model.spec)))
     rows, answers = {}, {}
-    for stage in ("pretrain", "sft", "ppo"):
+    for stage in [s for s in cfgs if s != "reward"]:
         loaded = sft if stage == "sft" else load_checkpoint(cfgs[stage].run.dir)
         rows[stage], answers[stage] = evaluate_stage(loaded, sft.params, rm, held)
-    rm_acc = _last(_metrics_rows(cfgs["reward"].run.dir), "eval_accuracy")
-    ppo_rows = _metrics_rows(cfgs["ppo"].run.dir)
+    rm_acc = _last(_metrics_rows(cfgs["reward"].run.dir), "eval_accuracy") if "reward" in cfgs else None
+    dpo_acc = {s: _last(_metrics_rows(c.run.dir), "eval_accuracy") for s, c in cfgs.items() if stage_kind(s) == "dpo"}
+    dpo_acc = {s: a for s, a in dpo_acc.items() if a is not None}
     out = p.dir / "report.md"
     if jax.process_index() != 0:  # every process took part in the evaluation; one writes
         return out
-    svg = svg_curves(ppo_rows, [("rm_score", "eval_rm_score", "reward model score"), ("judge", "eval_judge", "judge score")])
-    (p.dir / "ppo_curves.svg").write_text(svg)
+    if "ppo" in cfgs:
+        svg = svg_curves(_metrics_rows(cfgs["ppo"].run.dir), [("rm_score", "eval_rm_score", "reward model score"),
+                                                              ("judge", "eval_judge", "judge score")])
+        (p.dir / "ppo_curves.svg").write_text(svg)
 
     text = ["# Pipeline report", "", f"Held-out prompts: {len(prompts)} "
             f"({', '.join(f'{sum(q.kind == k for q in prompts)} {k}' for k in KINDS)}), never seen by SFT, the reward "
-            "model or PPO. Greedy answers, at most 32 tokens, scored by the rule-based judge (1 = the right "
+            "model or the policy stages. Greedy answers, at most 32 tokens, scored by the rule-based judge (1 = the right "
             "behaviour, stops, concise). KL to SFT: answers sampled at temperature 1.", "",
-            _table(rows, rm_acc), ""]
+            _table(rows, rm_acc, dpo_acc), ""]
     if times:
         text += ["Training time: " + ", ".join(f"{s} {t / 60:.1f} min" for s, t in times.items()), ""]
-    text += ["PPO over training (rollout batches, and held-out evaluations): `ppo_curves.svg`.", "", "## Examples", ""]
+    if "ppo" in cfgs:
+        text += ["PPO over training (rollout batches, and held-out evaluations): `ppo_curves.svg`.", ""]
+    text += ["## Examples", ""]
     for kind in KINDS:
         for q in [q for q in prompts if q.kind == kind][:p.examples]:
             i = prompts.index(q)
@@ -107,5 +124,5 @@ def write_report(p, cfgs: dict, times: dict) -> Path:
                 text.append(f"- {stage}: {answers[stage][i]!r}")
             text.append("")
     out.write_text("\n".join(text) + "\n")
-    print(_table(rows, rm_acc), flush=True)
+    print(_table(rows, rm_acc, dpo_acc), flush=True)
     return out

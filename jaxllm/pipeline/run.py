@@ -1,4 +1,4 @@
-"""``jaxllm pipeline CONFIG``: pre-training -> SFT -> reward model -> PPO, then a report.
+"""``jaxllm pipeline CONFIG``: pre-training -> SFT -> (reward model -> PPO) and/or DPO, then a report.
 
 A pipeline config names one training config per stage and where the runs go:
 
@@ -6,12 +6,15 @@ A pipeline config names one training config per stage and where the runs go:
     stages: {pretrain: pretrain/demo, sft: sft/demo, reward: reward/demo, ppo: ppo/demo}
     report: {eval_prompts: 200, examples: 2}
 
-Stage ``s`` trains into ``<dir>/<s>``, initialised from the previous stage's
-run (``init_from``; PPO's critic and reward model from ``<dir>/reward``), so the
-stage configs stay usable on their own. A stage whose run already reached its
-``train.steps`` is skipped; an interrupted one resumes. Command-line overrides
-are ``STAGE.key=value`` (``sft.train.steps=50``) or top-level (``dir=...``,
-``report.eval_prompts=40``).
+A stage is named by its kind (pretrain, sft, reward, ppo, dpo), optionally with a label
+(``dpo_pairs``, ``ppo_kl02``), so one pipeline can branch several policies off the same SFT stage
+(`configs/pipeline/compare.yaml`: PPO and DPO, listwise and pairwise). pretrain and sft are
+required, then any policy stages; PPO needs the reward stage. Stage ``s`` trains into ``<dir>/<s>``:
+sft from pretrain, reward and every policy stage from sft (``init_from``), PPO's critic and
+reward model from ``<dir>/reward``; so the stage configs stay usable on their own. A stage
+whose run already reached its ``train.steps`` is skipped; an interrupted one resumes.
+Command-line overrides are ``STAGE.key=value`` (``sft.train.steps=50``) or top-level
+(``dir=...``, ``report.eval_prompts=40``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,13 @@ import yaml
 
 from jaxllm.errors import ConfigError, UserError
 
-STAGES = ("pretrain", "sft", "reward", "ppo")
+KINDS = ("pretrain", "sft", "reward", "ppo", "dpo")
+POLICY_KINDS = ("ppo", "dpo")
+STAGES = ("pretrain", "sft", "reward", "ppo")  # the classic pipeline (configs/pipeline/demo.yaml)
+
+
+def stage_kind(name: str) -> str:
+    return name.split("_", 1)[0]
 
 
 @dataclasses.dataclass
@@ -56,42 +65,53 @@ def load_pipeline(path: str, overrides: list[str]) -> PipelineConfig:
     unknown = set(raw) - {"dir", "stages", "report"}
     if unknown:
         raise ConfigError(f"{file}: unknown key(s) {sorted(unknown)}; a pipeline config has dir, stages and report.")
-    missing = [s for s in STAGES if s not in raw["stages"]]
-    if missing or set(raw["stages"]) - set(STAGES):
-        raise ConfigError(f"{file}: stages must be exactly {', '.join(STAGES)} (missing {missing}).")
+    names = _check_stages(file, list(raw["stages"]))
     report = raw.get("report") or {}
     cfg = PipelineConfig(Path(raw.get("dir", "runs/pipeline")),
-                         {s: _resolve_stage_path(str(raw["stages"][s]), file.parent) for s in STAGES},
-                         {s: [] for s in STAGES}, int(report.get("eval_prompts", 200)), int(report.get("examples", 2)))
+                         {s: _resolve_stage_path(str(raw["stages"][s]), file.parent) for s in names},
+                         {s: [] for s in names}, int(report.get("eval_prompts", 200)), int(report.get("examples", 2)))
     for o in overrides:
         key, eq, value = o.partition("=")
         head, _, rest = key.partition(".")
         if not eq:
             raise ConfigError(f"override {o!r}: expected key=value (e.g. sft.train.steps=50).")
-        if head in STAGES and rest:
+        if head in cfg.stages and rest:
             cfg.overrides[head].append(f"{rest}={value}")
         elif head == "distributed" and rest:  # how this process joins the job: the same for every stage
-            for s in STAGES:
+            for s in cfg.stages:
                 cfg.overrides[s].append(o)
         elif key == "dir":
             cfg.dir = Path(value)
         elif key in ("report.eval_prompts", "report.examples"):
             setattr(cfg, rest, int(value))
         else:
-            raise ConfigError(f"override {o!r}: use STAGE.key=value with STAGE one of {', '.join(STAGES)}, "
+            raise ConfigError(f"override {o!r}: use STAGE.key=value with STAGE one of {', '.join(cfg.stages)}, "
                               "or dir=..., report.eval_prompts=..., report.examples=..., distributed.KEY=...")
     return cfg
 
 
+def _check_stages(file: Path, names: list[str]) -> list[str]:
+    """Stage names in training order: pretrain, sft, reward (if any), then the policy stages as listed."""
+    bad = [n for n in names if stage_kind(n) not in KINDS or (stage_kind(n) in ("pretrain", "sft", "reward") and n != stage_kind(n))]
+    kinds = [stage_kind(n) for n in names]
+    if bad or "pretrain" not in names or "sft" not in names or not any(k in POLICY_KINDS for k in kinds):
+        raise ConfigError(f"{file}: stages need pretrain, sft and at least one policy stage (ppo, dpo, or ppo_<label>, "
+                          f"dpo_<label> to branch several off SFT){f'; not a stage name: {bad}' if bad else ''}; "
+                          f"got {names}. The classic pipeline is exactly {', '.join(STAGES)}.")
+    if "ppo" in kinds and "reward" not in names:
+        raise ConfigError(f"{file}: a ppo stage needs the reward stage (its reward model and critic).")
+    return [n for n in ("pretrain", "sft", "reward") if n in names] + [n for n in names if stage_kind(n) in POLICY_KINDS]
+
+
 def stage_config(p: PipelineConfig, stage: str):
-    """The training config of ``stage``, wired to the previous stage's run."""
+    """The training config of ``stage``, wired to the stage it starts from."""
     from jaxllm.config import load_config
 
-    i = STAGES.index(stage)
+    kind = stage_kind(stage)
     wiring = [f"run.dir={p.dir / stage}"]
-    if i > 0:
-        wiring.append(f"init_from={p.dir / STAGES[i - 1 if stage != 'ppo' else 1]}")
-    if stage == "ppo":
+    if kind != "pretrain":
+        wiring.append(f"init_from={p.dir / ('pretrain' if kind == 'sft' else 'sft')}")
+    if kind == "ppo":
         wiring.append(f"objective.ppo.reward_from={p.dir / 'reward'}")
     return load_config(p.stages[stage], wiring + p.overrides[stage])
 
@@ -111,11 +131,11 @@ def run_pipeline(path: str, overrides: list[str]) -> Path:
     from jaxllm.train.loop import train
 
     p = load_pipeline(path, overrides)
-    cfgs = {s: stage_config(p, s) for s in STAGES}  # every config error before any training
+    cfgs = {s: stage_config(p, s) for s in p.stages}  # every config error before any training
     initialize(cfgs["pretrain"].distributed)
     say = print if jax.process_index() == 0 else (lambda *a, **k: None)
     times = {}
-    for s in STAGES:
+    for s in p.stages:
         cfg = cfgs[s]
         if finished(cfg):
             say(f"== {s}: {cfg.run.dir} already reached step {cfg.train.steps}; skipped", flush=True)
@@ -124,7 +144,7 @@ def run_pipeline(path: str, overrides: list[str]) -> Path:
         t0 = time.perf_counter()
         train(cfg)
         times[s] = time.perf_counter() - t0
-    if not all(finished(cfgs[s]) for s in STAGES):
+    if not all(finished(cfgs[s]) for s in p.stages):
         raise UserError("a stage stopped before its last step (SIGTERM or train.stop_at_step); run the pipeline "
                         "again to resume it.")
     say("== report: held-out prompts, every stage", flush=True)
