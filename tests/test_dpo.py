@@ -283,3 +283,16 @@ def test_a_reference_tokenizer_other_than_the_policys_is_refused(pair_runs, tmp_
                       "data.builtin.rankings=50")
     with pytest.raises(UserError, match="differs from the tokenizer of init_from"):
         load(cfg, None)
+
+
+def test_eval_pairs_rebuilds_the_reference_of_a_dpo_run_without_init_from(pair_runs, tmp_path):
+    """lr = 0: the policy is its reference, so a rebuilt reference that is exact gives every reward 0 (ties: 0 right)."""
+    from conftest import tiny_config
+    from jaxllm.infer.preference import preference_accuracy
+    from jaxllm.train.loop import train
+
+    _, pairs = pair_runs
+    train(tiny_config(tmp_path / "d", "objective.name=dpo", "data.builtin.rankings=60", "train.seq_len=64",
+                      "train.steps=2", "optimizer.lr=0", "seed=3"))
+    res = preference_accuracy(tmp_path / "d", [str(pairs)])
+    assert res["pairs"] == 6 and res["accuracy"] == 0.0

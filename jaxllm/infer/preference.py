@@ -4,7 +4,7 @@ Records as the reward model reads them (`data/pref_data.py`: rankings, pairs, HH
 Every ordered pair (i better than j) of a ranking counts once; a pair is right when the run's
 score of i is strictly higher: the reward model's scalar for a reward run, the implicit reward
 ``beta * (log pi - log ref)`` (per the run's loss type) for a DPO run, whose reference is its
-``init_from``. Beside it, the length-only baseline: "the shorter response wins" (ties count half).
+``init_from`` (or, without one, its own first parameters: the init of its seed). Beside it, the length-only baseline: "the shorter response wins" (ties count half).
 """
 
 from __future__ import annotations
@@ -35,6 +35,16 @@ def _length_baseline(rankings) -> float:
             pairs += 1
             score += 1.0 if lens[i] < lens[j] else 0.5 if lens[i] == lens[j] else 0.0
     return score / max(pairs, 1)
+
+
+def _fresh_init(cfg, model, layout):
+    """A DPO run without ``init_from`` took a frozen copy of its own first parameters: the same init, same seed."""
+    from jaxllm.train.optimizer import make_optimizer
+    from jaxllm.train.state import sharded_init
+
+    tx, _ = make_optimizer(cfg.optimizer, cfg.train.steps)
+    init, _, _ = sharded_init(model, tx, cfg.train.seq_len, layout.mesh, layout.rules)
+    return init(jax.random.PRNGKey(cfg.seed)).params
 
 
 def preference_accuracy(path: str | Path, files: list[str], on_error: str = "skip", batch: int = 32) -> dict:
@@ -86,10 +96,8 @@ def preference_accuracy(path: str | Path, files: list[str], on_error: str = "ski
             logp = logps(load_params(str(path), abstract))
             if c.loss_type == "simpo":
                 ref = np.zeros_like(logp)
-            elif not cfg.init_from:
-                raise UserError(f"--pairs: the DPO run {run_dir} has no init_from, so its reference model is unknown.")
             else:
-                ref = logps(load_params(cfg.init_from, abstract))
+                ref = logps(load_params(cfg.init_from, abstract) if cfg.init_from else _fresh_init(cfg, model, layout))
             n_tok = map_responses(jax.jit(counts), arrays, batch, layout)
             scores = np.asarray(implicit_rewards(c.loss_type, logp, ref, n_tok, c.beta))
     right, pairs = _pair_accuracy(scores, arrays["n_ranked"])
