@@ -90,15 +90,12 @@ def preference_accuracy(path: str | Path, files: list[str], on_error: str = "ski
             def logps(params):
                 return map_responses(lambda t, m, r: logp_fn(params, t, m, r)[0], arrays, batch, layout)
 
-            def counts(t, m, r):
-                return r[:, 1:].sum(axis=1)
-
             logp = logps(load_params(str(path), abstract))
             if c.loss_type == "simpo":
                 ref = np.zeros_like(logp)
             else:
                 ref = logps(load_params(cfg.init_from, abstract) if cfg.init_from else _fresh_init(cfg, model, layout))
-            n_tok = map_responses(jax.jit(counts), arrays, batch, layout)
+            n_tok = arrays["response"][..., 1:].sum(-1)  # scored tokens per response: a host sum, no device pass
             scores = np.asarray(implicit_rewards(c.loss_type, logp, ref, n_tok, c.beta))
     right, pairs = _pair_accuracy(scores, arrays["n_ranked"])
     return {"run": str(run_dir), "kind": kind, "files": list(files), "rankings": len(rankings), "pairs": pairs,
