@@ -132,6 +132,11 @@ class BuiltinConfig:
                                                     "`jaxllm eval --questions builtin` asks about them.")
     rankings: int = _f(2400, min=10, doc="Reward model / preference objectives: train prompts of the preference world, "
                                          "K = 4 ranked answers each.")
+    task_questions: int = _f(4000, min=1, doc="RL with verifiable rewards: arithmetic questions to train on (their answers "
+                                             "checked by the verifier).")
+    task_heldout: float = _f(0.2, min=0.0, max=0.9, doc="Share of the arithmetic operand triples held out of training "
+                                                        "(chosen by hash, the same for every seed).")
+    task_max_operand: int = _f(99, min=2, doc="Arithmetic task: operands from 2 to this.")
 
 
 @dataclass

@@ -30,6 +30,8 @@ class Source(Protocol):
 
     def prompts(self, n_eval: int) -> tuple[list, list, dict]: ...             # rollout prompts: train, held out
 
+    def tasks(self, n_eval: int) -> tuple[list, list, dict]: ...               # checkable task records: train, held out
+
 
 class FileSource:
     """The user's files (``data.paths``: text or JSONL) or a TFDS dataset (``data.source: tfds:NAME``)."""
@@ -69,6 +71,13 @@ class FileSource:
         prompts, report = read_prompt_files(self.cfg.paths, self.cfg.on_error)
         n = min(n_eval, len(prompts) // 5)
         return prompts[n:], prompts[:n], report
+
+    def tasks(self, n_eval: int) -> tuple[list, list, dict]:
+        """Task records (question, answer); the first ``n_eval`` (at most a fifth) are held out."""
+        from jaxllm.data.task_data import read_task_files
+        records, report = read_task_files(self.cfg.paths, self.cfg.on_error)
+        n = min(n_eval, len(records) // 5)
+        return records[n:], records[:n], report
 
 
 def open_source(cfg: DataConfig) -> Source:

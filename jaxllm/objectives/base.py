@@ -62,6 +62,11 @@ class OnPolicySource(abc.ABC):
     def metrics(self) -> dict[str, float]:
         """Statistics of the rollouts since the last call; ``generate_s`` is the time spent making them."""
 
+    def drop_timing(self) -> None:
+        """Forget the time spent so far (the first rollout, made while the step compiled); by default by
+        reading `metrics` once."""
+        self.metrics()
+
     @abc.abstractmethod
     def __next__(self) -> dict[str, np.ndarray]: ...
 

@@ -15,6 +15,7 @@ critic's value of the state before it.
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import jax
 import jax.numpy as jnp
@@ -117,17 +118,20 @@ class RolloutEngine:
 
     ``prompt_len`` P and ``max_new`` T fix the rollout layout (see the module docstring); prompts longer
     than P must be left out by the caller. The reward is the reward model's score (``rm`` handed to
-    `attach`) or ``reward_fn(prompt_texts, reply_texts) -> [N] floats``.
+    `attach`) or ``reward_fn(prompt_texts, reply_texts) -> [N] floats``; with ``reward_model=False`` and
+    no ``reward_fn`` the caller scores the answers itself (``raw_score`` is 0).
     """
 
     def __init__(self, spec, prompt_len: int, max_new: int, sampling: Sampling, settings: Settings, template,
-                 reward_fn=None, critic: bool = True):
+                 reward_fn=None, critic: bool = True, reward_model: bool | None = None):
         self.spec, self.p, self.t = spec, prompt_len, max_new
         self.sampling, self.settings, self.template = sampling, settings, template
         self.tok = template.tok
         self.reward_fn = reward_fn
-        self.scorer = make_scorer(spec, max_new, settings, with_reward_model=reward_fn is None, with_critic=critic)
+        with_rm = reward_fn is None if reward_model is None else reward_model
+        self.scorer = make_scorer(spec, max_new, settings, with_reward_model=with_rm, with_critic=critic)
         self.layout = self.ref = self.rm = None
+        self.last_score_s = 0.0  # seconds of the last run's scoring pass (the rest of it is generation)
 
     def attach(self, layout, ref, rm=None) -> None:
         """The mesh and the frozen reference (and reward model) parameters."""
@@ -142,8 +146,10 @@ class RolloutEngine:
         arr = rollout_arrays(prompts, responses, self.p, self.t, stops, self.tok.pad_id)
         n = len(prompts)
         pad = -n % div  # the scorer's batch must split over the mesh: pad with copies, dropped below
+        t0 = time.perf_counter()
         inputs, mask = (np.concatenate([arr[k], arr[k][:1].repeat(pad, 0)]) for k in ("inputs", "mask"))
         scored = {k: v[:n] for k, v in self.layout.to_host(self.scorer(params, self.ref, self.rm, inputs, mask)).items()}
+        self.last_score_s = time.perf_counter() - t0
         texts = [self.template.reply_text(r) for r in responses]
         if self.reward_fn is not None:
             scored["raw_score"] = np.asarray(self.reward_fn([self.tok.decode(q) for q in prompts], texts), np.float32)

@@ -303,7 +303,7 @@ def _loop(r: _Run, state, frozen, compiled, eval_fn, ckpt, first_batch, step_sec
     t_last, steps_since, step = time.perf_counter(), 0, start
     source = obj.train_batches
     if obj.on_policy:
-        source.metrics()  # drops the time of the first rollout (made before the step compiled)
+        source.drop_timing()  # the first rollout was made before the step compiled
     if obj.evaluate and start == 0 and t.eval_every:  # a baseline for the curves (cheap: no loss eval)
         logger.log(0, obj.evaluate(state.params, frozen))
     try:

@@ -49,3 +49,11 @@ class BuiltinSource:
         train = [RlPrompt([Message("user", p.text)], p) for p in balanced(split.train, per_kind * len(KINDS), c.seed)]
         held = [RlPrompt([Message("user", p.text)], p) for p in balanced(split.heldout, n_eval, c.seed)]
         return train, held, {}
+
+    def tasks(self, n_eval: int) -> tuple[list[dict], list[dict], dict]:
+        """The arithmetic task (`world.arithmetic`): ``task_questions`` train questions and ``n_eval`` held out."""
+        from jaxllm.world.arithmetic import arithmetic_task
+
+        c = self.cfg
+        train, held = arithmetic_task(c.task_questions, n_eval, c.seed, c.task_heldout, c.task_max_operand)
+        return train, held, {}
