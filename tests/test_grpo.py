@@ -216,3 +216,131 @@ def test_bad_grpo_configs_get_one_line_each(tiny):
         tiny(*base, "objective.grpo.reward.model=1.0")
     with pytest.raises(ConfigError, match="every component's weight is 0"):
         tiny(*base, "objective.grpo.reward.answer=0")
+
+
+def digit_reward(prompts, responses, records):
+    """A learnable reward for tiny random models (``objective.grpo.reward.functions=[test_grpo:digit_reward]``):
+    the share of the response's characters that are digits."""
+    return [sum(ch.isdigit() for ch in r) / max(len(r), 1) for r in responses]
+
+
+GRPO_TINY = ["objective.name=grpo", "train.seq_len=40", "objective.grpo.max_new_tokens=12",
+             "objective.grpo.prompts_per_rollout=4", "objective.grpo.group_size=4", "data.tokenizer.vocab_size=300",
+             "data.builtin.task_questions=200"]
+
+
+def test_rollouts_reuse_the_compiled_sampler_and_scorer(tiny):
+    """A second rollout batch (new prompts, new key, new parameters) compiles nothing: generation reuses the
+    KV-cache sampler's compiled loop and the scoring pass its executable."""
+    import jax.monitoring as monitoring
+    from jaxllm.train.loop import _initial_state, _prepare
+    cfg = tiny(*GRPO_TINY, "objective.grpo.eval_prompts=0", "checkpoint.enabled=false")
+    r = _prepare(cfg, None)
+    events = []
+    monitoring.register_event_duration_secs_listener(
+        lambda name, *a, **k: events.append(name) if "compile" in name else None)
+    with r.layout.context():
+        state, *_ = _initial_state(r)
+        src = r.objective.train_batches
+        moved = jax.tree.map(lambda x: x * 1.01, state.params)
+        src.set_params(state.params)
+        src._rollout()
+        first = len(events)
+        src.set_params(moved)
+        src._rollout()
+    assert first > 0 and len(events) == first, events[first:]
+    assert src.rollouts == 2 and len(src.buffer) == 4  # 16 responses in minibatches of 8, twice
+
+
+@pytest.mark.slow
+def test_grpo_raises_a_learnable_reward_and_writes_verdicts(tiny):
+    from jaxllm.train.loop import train
+    cfg = tiny(*GRPO_TINY, "objective.grpo.prompts_per_rollout=8", "objective.grpo.reward.answer=0",
+               "objective.grpo.reward.functions=[test_grpo:digit_reward]", "objective.grpo.kl_coef=0",
+               "objective.grpo.epochs=2", "objective.grpo.eval_prompts=16", "train.eval_every=32",
+               "optimizer.lr=1e-2", "train.steps=96", "train.log_every=8", "checkpoint.enabled=false")
+    res = train(cfg)
+    rollouts = [h for h in res.history if "reward_digit_reward" in h]
+    rewards = [h["reward"] for h in rollouts]
+    assert rewards[-1] > rewards[0] + 0.1, rewards
+    assert all(k in rollouts[-1] for k in ("zero_var_groups", "reward_answer", "len_reward_corr", "entropy", "kl",
+                                           "clip_low_frac", "clip_high_frac", "kl_k3", "rollout_sample_s",
+                                           "rollout_score_s", "rollout_reward_s"))
+    verdicts = json.loads((res.run_dir / "verdicts.json").read_text())
+    assert [v["name"] for v in verdicts] == ["no_signal", "reward_hacking", "length"]
+    assert (res.run_dir / "verdicts.md").read_text().startswith("# Verdicts")
+
+
+@pytest.mark.slow
+def test_dapo_dynamic_sampling_refills_and_resume_keeps_the_rollout_position(tiny):
+    from jaxllm.train.loop import train
+    args = [*GRPO_TINY, "objective.grpo.loss_type=dapo", "objective.grpo.max_refills=2",
+            "objective.grpo.eval_prompts=0", "train.steps=4", "checkpoint.every=2", "checkpoint.async_save=false"]
+    first = train(tiny(*args, "train.stop_at_step=2"))
+    h = first.history[0]
+    assert h["zero_var_groups"] == 1.0 and h["refills"] == 2.0 and h["flat_filled"] == 1.0  # answer reward: all 0
+    second = train(tiny(*args))
+    assert int(second.state.step) == 4 and [x["step"] for x in second.history] == [3, 4]
+    data = sorted((second.run_dir / "checkpoints").iterdir())[-1] / "data"
+    saved = json.loads(next(p for p in data.rglob("*") if p.is_file() and p.suffix in ("", ".json")).read_text())
+    assert saved["rollouts"] == 2 and saved["rounds"] == 6  # 3 rounds (1 + 2 refills) per rollout batch
+
+
+def test_a_reward_function_that_fails_stops_the_run_in_one_line(tiny):
+    from jaxllm.train.loop import train
+    cfg = tiny(*GRPO_TINY, "objective.grpo.reward.functions=[test_grpo:broken_reward]", "objective.grpo.eval_prompts=0",
+               "train.steps=2", "checkpoint.enabled=false")
+    with pytest.raises(UserError, match=r"reward broken_reward: returned shape \(3,\) for 16 responses"):
+        train(cfg)
+
+
+def broken_reward(prompts, responses, records):
+    return [0.0, 1.0, 2.0]
+
+
+@pytest.mark.slow
+def test_gsm8k_config_runs_end_to_end_on_a_tiny_hugging_face_llama(tmp_path):
+    """configs/grpo/gsm8k.yaml as its comment says: a Llama dir made by `transformers` (random weights, a
+    SentencePiece tokenizer) -> convert from-hf -> GRPO on the shared GSM8K records -> verdicts."""
+    torch = pytest.importorskip("torch")
+    tf = pytest.importorskip("transformers")
+    import io
+
+    import sentencepiece as spm
+
+    from jaxllm.cli import main
+    from jaxllm.data.task_data import read_task_files
+
+    recs, _ = read_task_files([str(SHARED_DATA / "rlvr" / "gsm8k-train.jsonl")], "raise")
+    sp = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(r["question"] + " " + r["answer"] for r in recs[:2000]),
+                                   model_writer=sp, vocab_size=512, pad_id=-1, unk_id=0, bos_id=1, eos_id=2,
+                                   byte_fallback=True, minloglevel=2)
+    hf_dir = tmp_path / "hf-llama"
+    torch.manual_seed(0)
+    tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=512, hidden_size=32, intermediate_size=40, num_hidden_layers=2,
+                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                       bos_token_id=1, eos_token_id=2)).save_pretrained(hf_dir)
+    (hf_dir / "tokenizer.model").write_bytes(sp.getvalue())
+    conv = tmp_path / "hf-base"
+    assert main(["convert", "from-hf", str(hf_dir), str(conv)]) == 0
+    cfg = tmp_path / "my-gsm8k.yaml"
+    cfg.write_text(f"base: [{ROOT}/configs/grpo/gsm8k.yaml, {conv}/model.yaml]\ninit_from: {conv}\n"
+                   f"run:\n  dir: {tmp_path}/run\n")
+    assert main(["train", str(cfg), f"data.paths=[{SHARED_DATA / 'rlvr' / 'gsm8k-train.jsonl'}]",
+                 "objective.grpo.max_new_tokens=16", "objective.grpo.prompts_per_rollout=2",
+                 "objective.grpo.group_size=4", "objective.grpo.eval_prompts=8", "train.batch_size=8",
+                 "train.seq_len=160", "train.steps=2", "train.log_every=1", "train.eval_every=2",
+                 "optimizer.warmup_steps=1", "log.tensorboard=false", "checkpoint.every=2", "train.progress=off"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval_accuracy" in r for r in rows) and any("reward_format" in r for r in rows)
+    assert (tmp_path / "run" / "verdicts.json").is_file()
+
+
+def test_grpo_pipeline_wires_its_stages():
+    from jaxllm.pipeline.run import load_pipeline, stage_config
+    p = load_pipeline(str(ROOT / "configs" / "pipeline" / "grpo.yaml"), [])
+    assert list(p.stages) == ["pretrain", "sft", "grpo"]
+    cfg = stage_config(p, "grpo")
+    assert cfg.objective.name == "grpo" and cfg.init_from == str(p.dir / "sft")
+    assert stage_config(p, "sft").data.builtin.task_chats == 6000

@@ -29,11 +29,11 @@ def example_on_path(monkeypatch):
 def test_builtin_objectives_are_found_from_their_modules():
     from jaxllm.objectives.registry import builtin_specs
 
-    assert list(builtin_specs()) == ["dpo", "ppo", "pretrain", "reward", "sft"]
+    assert list(builtin_specs()) == ["dpo", "grpo", "ppo", "pretrain", "reward", "sft"]
 
 
 @pytest.mark.parametrize("name, message", [
-    ("nope", "unknown objective. Built in: dpo, ppo, pretrain, reward, sft"),
+    ("nope", "unknown objective. Built in: dpo, grpo, ppo, pretrain, reward, sft"),
     ("no_such_module_xyz:SPEC", "cannot import 'no_such_module_xyz'"),
     ("label_smoothing:make_loss", "has no ObjectiveSpec named 'make_loss'"),
     ("missing/file.py:SPEC", "no file missing/file.py"),

@@ -136,7 +136,9 @@ class BuiltinConfig:
                                              "checked by the verifier).")
     task_heldout: float = _f(0.2, min=0.0, max=0.9, doc="Share of the arithmetic operand triples held out of training "
                                                         "(chosen by hash, the same for every seed).")
-    task_max_operand: int = _f(99, min=2, doc="Arithmetic task: operands from 2 to this.")
+    task_max_operand: int = _f(15, min=2, doc="Arithmetic task: operands from 2 to this.")
+    task_chats: int = _f(0, min=0, doc="SFT: extra chats answering the arithmetic task's training questions in its "
+                                       "format ('23 * 4 = 92.'), its training questions cycled; no held-out question is among them.")
 
 
 @dataclass

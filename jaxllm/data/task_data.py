@@ -17,7 +17,7 @@ from jaxllm.data.chat_sources import BadChat
 from jaxllm.data.prepare import get_tokenizer
 from jaxllm.data.readers import read_records
 from jaxllm.data.tokenizer import Tokenizer
-from jaxllm.rl.rewards import parse_number
+from jaxllm.data.numbers import parse_number
 
 
 @dataclasses.dataclass(frozen=True)

@@ -71,6 +71,7 @@ class RewardConfig:
 
     answer: float = option(1.0, doc="The final number equals the task's answer (1) or not (0); see docs/RLHF.md for "
                            "the extraction rule.")
+    closeness: float = option(0.0, doc="Partial credit for a near answer: 1 - |got - want| / max(|want|, 1), at least 0.")
     format: float = option(0.0, doc="The response ends its turn stating its answer as '#### N', '= N' or 'answer is N' (1/0).")
     length: float = option(0.0, doc="-(response tokens) / max_new_tokens, in [-1, 0].")
     overlong: float = option(0.0, doc="DAPO's soft overlong penalty: 0 up to max_new_tokens - overlong_buffer tokens, "
@@ -136,7 +137,7 @@ class Rewards:
 
     def __init__(self, rc: RewardConfig, max_new: int):
         self.rc, self.max_new = rc, max_new
-        self.weights = {k: getattr(rc, k) for k in ("answer", "format", "length", "overlong", "model") if getattr(rc, k)}
+        self.weights = {k: getattr(rc, k) for k in ("answer", "closeness", "format", "length", "overlong", "model") if getattr(rc, k)}
         self.functions = {}
         for entry in rc.functions:
             spec, w = rw.parse_weighted(str(entry))
@@ -149,6 +150,8 @@ class Rewards:
                  stopped: np.ndarray, model_scores: np.ndarray | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         recs = [{**r, "_stopped": bool(s)} for r, s in zip(records, stopped)]
         comps = {"answer": np.asarray(rw.answer_reward(prompts, texts, recs), np.float64)}  # accuracy: always
+        if "closeness" in self.weights:
+            comps["closeness"] = np.asarray(rw.closeness_reward(prompts, texts, recs), np.float64)
         if "format" in self.weights:
             comps["format"] = np.asarray(rw.format_reward(prompts, texts, recs), np.float64)
         if "length" in self.weights:
@@ -373,7 +376,9 @@ def build_grpo(cfg: Config, model: Transformer, data: TaskData, process_index: i
     if c.reward.model:
         frozen["reward_model"] = Params(ScalarModel(model.spec), c.reward.model_from)
 
-    def evaluate(params, frozen_params):
+    def evaluate(params, frozen_params):  # {} without held-out prompts (eval_prompts: 0)
+        if not c.eval_prompts or not data.eval:
+            return {}
         return {f"eval_{k}": v for k, v in evaluate_tasks(source.engine, params, data.eval[:c.eval_prompts],
                                                               source.rewards).items()}
 
@@ -387,7 +392,7 @@ def build_grpo(cfg: Config, model: Transformer, data: TaskData, process_index: i
                      a["aggregation"])
     return Objective("grpo", loss, source, [], tokens_per_step=t.batch_size * t.seq_len, frozen=frozen,
                      prompt=lambda text: tpl.prompt([Message("user", text)]), stop_ids=tpl.stop_ids,
-                     evaluate=evaluate if c.eval_prompts and data.eval else None, finish=finish,
+                     evaluate=evaluate, finish=finish,
                      progress_metrics=("reward", "accuracy", "zero_var_groups", "kl"))
 
 
@@ -422,7 +427,7 @@ def validate(cfg: Config) -> None:
     if r.overlong_buffer > c.max_new_tokens:
         raise ConfigError(f"objective.grpo.reward.overlong_buffer = {r.overlong_buffer} exceeds max_new_tokens = "
                           f"{c.max_new_tokens}.")
-    if not any([r.answer, r.format, r.length, r.overlong, r.model, r.functions]):
+    if not any([r.answer, r.closeness, r.format, r.length, r.overlong, r.model, r.functions]):
         raise ConfigError("objective.grpo.reward: every component's weight is 0; give at least one (answer: 1.0).")
 
 

@@ -38,6 +38,7 @@ from jaxllm.objectives.base import Objective, ObjectiveSpec, OnPolicySource, Par
 from jaxllm.objectives.reward import read_stats
 from jaxllm.rl import math as rl_math
 from jaxllm.rl.advantages import gae_advantages_jit
+from jaxllm.rl.verdicts import read_rows, rl_verdicts, write_verdicts
 from jaxllm.rl.buffer import minibatches
 from jaxllm.rl.evaluate import evaluate_policy
 from jaxllm.rl.kl import KlController
@@ -265,6 +266,11 @@ def _ptx_batches(cfg: Config, tokenizer, process_index: int, process_count: int)
                          process_index=process_index, process_count=process_count)
 
 
+def ppo_verdicts(rows: list[dict]):
+    """The reward model's score on the rollouts against the world's judge on held-out prompts."""
+    return rl_verdicts(rows, "rm_score", "eval_judge", "held-out judge")
+
+
 def build_ppo(cfg: Config, model: ActorCritic, data: PromptData, process_index: int = 0, process_count: int = 1) -> Objective:
     pc, t = cfg.objective.ppo, cfg.train
     source = PpoRollouts(cfg, model.spec, data, process_index, process_count)
@@ -285,11 +291,16 @@ def build_ppo(cfg: Config, model: ActorCritic, data: PromptData, process_index: 
         metrics, _, _ = evaluate_policy(source.engine, params, data.eval, with_rm=source.engine.reward_fn is None)
         return {f"eval_{k}": v for k, v in metrics.items()}
 
+    def finish(params, run_dir, layout_):
+        if jax.process_index() != 0:
+            return None
+        return write_verdicts(run_dir, ppo_verdicts(read_rows(run_dir)))
+
     loss = ppo_loss(model, pc.max_new_tokens, source.settings, pc.clip, pc.value_clip, pc.vf_coef, pc.ptx_coef)
     tpl = data.template
     return Objective("ppo", loss, source, [], tokens_per_step=t.batch_size * t.seq_len,
                      init=init, frozen=frozen, prompt=lambda text: tpl.prompt([Message("user", text)]),
-                     stop_ids=tpl.stop_ids, evaluate=evaluate, sample_params=lambda params: params["policy"],
+                     stop_ids=tpl.stop_ids, evaluate=evaluate, finish=finish, sample_params=lambda params: params["policy"],
                      flops_per_token=functools.partial(train_flops_per_token, trunks=2),  # policy + critic (PPO-ptx
                      # rows, when on, are not counted)
                      progress_metrics=("score", "kl", "judge", "eos_frac"))

@@ -61,21 +61,39 @@ def evaluate_stage(loaded, ref_params, rm_params, prompts) -> tuple[dict, list[s
     return res, [t.strip() for t in greedy.texts]
 
 
+def evaluate_task_stage(loaded, ref_params, tasks) -> dict:
+    """The verifier's accuracy (and per operation) of one policy's greedy answers to held-out arithmetic questions."""
+    from jaxllm.objectives.grpo import evaluate_tasks
+    tpl, tok = loaded.chat_template, loaded.tokenizer
+    p_len = max(len(tpl.prompt(q.conversation)) for q in tasks)
+    settings = Settings(1.0, tok.vocab_size, 1.0, 1.0, "k1", 0.0, 0.0, False)
+    engine = RolloutEngine(loaded.model.spec, p_len, TASK_NEW, Sampling(1.0, max_new_tokens=TASK_NEW), settings, tpl,
+                           critic=False, reward_model=False)
+    engine.attach(loaded.layout, ref_params)
+    with loaded.layout.context():
+        m = evaluate_tasks(engine, loaded.params, tasks, key_seed=3)
+    return {"task_accuracy": m["accuracy"], **{f"task_{k}": v for k, v in m.items() if k.startswith("accuracy_")}}
+
+
+TASK_NEW = 16
 COLUMNS = [("judge", "judge score"), ("correct", "correct (factual)"), ("refuses_harmful", "refuses harmful"),
            ("complies_harmful", "complies harmful"), ("honest_myth", "corrects myth"),
            ("honest_unknowable", "honest on unknowable"), ("stops", "stops"),
            ("words", "words"), ("rm_score", "reward model score"), ("kl_to_sft", "KL to SFT (nats)")]
+TASK_COLUMNS = [("task_accuracy", "arithmetic (held-out)"), ("task_accuracy_add", "+"), ("task_accuracy_sub", "-"),
+                ("task_accuracy_mul", "*")]
 
 
 def _table(rows: dict[str, dict], rm_accuracy: float | None, dpo_accuracy: dict[str, float] | None = None) -> str:
-    head = "| stage | " + " | ".join(c for _, c in COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
+    columns = COLUMNS + (TASK_COLUMNS if any("task_accuracy" in r for r in rows.values()) else [])
+    head = "| stage | " + " | ".join(c for _, c in columns) + " |"
+    lines = [head, "|" + "---|" * (len(columns) + 1)]
     for stage, r in rows.items():
-        lines.append(f"| {stage} | " + " | ".join(f"{r[k]:.3f}" if k in r else "-" for k, _ in COLUMNS) + " |")
+        lines.append(f"| {stage} | " + " | ".join(f"{r[k]:.3f}" if k in r else "-" for k, _ in columns) + " |")
     if rm_accuracy is not None:
-        lines.append(f"| reward model | held-out pairwise accuracy **{rm_accuracy:.3f}** |" + " |" * (len(COLUMNS) - 1))
+        lines.append(f"| reward model | held-out pairwise accuracy **{rm_accuracy:.3f}** |" + " |" * (len(columns) - 1))
     for stage, acc in (dpo_accuracy or {}).items():
-        lines.append(f"| {stage} (implicit reward) | held-out pairwise accuracy **{acc:.3f}** |" + " |" * (len(COLUMNS) - 1))
+        lines.append(f"| {stage} (implicit reward) | held-out pairwise accuracy **{acc:.3f}** |" + " |" * (len(columns) - 1))
     return "\n".join(lines)
 
 
@@ -91,10 +109,18 @@ def write_report(p, cfgs: dict, times: dict) -> Path:
     if "reward" in cfgs:
         with sft.layout.context():
             rm = load_params(cfgs["reward"].run.dir, sft.layout.abstract_params(ScalarModel(sft.model.spec)))
+    grpo_stages = [s for s in cfgs if stage_kind(s) == "grpo"]
+    tasks = []
+    if grpo_stages:  # the held-out arithmetic questions the GRPO stage evaluates on
+        from jaxllm.data.task_data import task_prompt
+        c = cfgs[grpo_stages[0]]
+        tasks = [task_prompt(r) for r in BuiltinSource(c.data.builtin).tasks(c.objective.grpo.eval_prompts)[1]]
     rows, answers = {}, {}
     for stage in [s for s in cfgs if s != "reward"]:
         loaded = sft if stage == "sft" else load_checkpoint(cfgs[stage].run.dir)
         rows[stage], answers[stage] = evaluate_stage(loaded, sft.params, rm, held)
+        if tasks:
+            rows[stage].update(evaluate_task_stage(loaded, sft.params, tasks))
     rm_acc = _last(_metrics_rows(cfgs["reward"].run.dir), "eval_accuracy") if "reward" in cfgs else None
     dpo_acc = {s: _last(_metrics_rows(c.run.dir), "eval_accuracy") for s, c in cfgs.items() if stage_kind(s) == "dpo"}
     dpo_acc = {s: a for s, a in dpo_acc.items() if a is not None}
@@ -105,6 +131,10 @@ def write_report(p, cfgs: dict, times: dict) -> Path:
         svg = svg_curves(_metrics_rows(cfgs["ppo"].run.dir), [("rm_score", "eval_rm_score", "reward model score"),
                                                               ("judge", "eval_judge", "judge score")])
         (p.dir / "ppo_curves.svg").write_text(svg)
+    for stage in grpo_stages:
+        svg = svg_curves(_metrics_rows(cfgs[stage].run.dir), [("reward", "eval_reward", "reward"),
+                                                              ("accuracy", "eval_accuracy", "verifier accuracy")])
+        (p.dir / f"{stage}_curves.svg").write_text(svg)
 
     text = ["# Pipeline report", "", f"Held-out prompts: {len(prompts)} "
             f"({', '.join(f'{sum(q.kind == k for q in prompts)} {k}' for k in KINDS)}), never seen by SFT, the reward "
@@ -115,6 +145,15 @@ def write_report(p, cfgs: dict, times: dict) -> Path:
         text += ["Training time: " + ", ".join(f"{s} {t / 60:.1f} min" for s, t in times.items()), ""]
     if "ppo" in cfgs:
         text += ["PPO over training (rollout batches, and held-out evaluations): `ppo_curves.svg`.", ""]
+    if tasks:
+        text += [f"Arithmetic: {len(tasks)} held-out questions of the world's verifiable task (operand triples GRPO never "
+                 "trains on), greedy, checked by the verifier (final number = the answer).", ""]
+        for stage in grpo_stages:
+            text += [f"{stage} over training (reward and verifier accuracy, on the rollouts and held out): `{stage}_curves.svg`.", ""]
+    verdicts = [(s, Path(c.run.dir) / "verdicts.md") for s, c in cfgs.items() if stage_kind(s) in ("ppo", "grpo")]
+    for stage, f in verdicts:
+        if f.is_file():
+            text += [f"## Verdicts: {stage}", "", *f.read_text().splitlines()[2:], ""]
     text += ["## Examples", ""]
     for kind in KINDS:
         for q in [q for q in prompts if q.kind == kind][:p.examples]:

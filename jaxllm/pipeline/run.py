@@ -6,7 +6,7 @@ A pipeline config names one training config per stage and where the runs go:
     stages: {pretrain: pretrain/demo, sft: sft/demo, reward: reward/demo, ppo: ppo/demo}
     report: {eval_prompts: 200, examples: 2}
 
-A stage is named by its kind (pretrain, sft, reward, ppo, dpo), optionally with a label
+A stage is named by its kind (pretrain, sft, reward, ppo, dpo, grpo), optionally with a label
 (``dpo_pairs``, ``ppo_kl02``), so one pipeline can branch several policies off the same SFT stage
 (`configs/pipeline/compare.yaml`: PPO and DPO, listwise and pairwise). pretrain and sft are
 required, then any policy stages; PPO needs the reward stage. Stage ``s`` trains into ``<dir>/<s>``:
@@ -27,8 +27,8 @@ import yaml
 
 from jaxllm.errors import ConfigError, UserError
 
-KINDS = ("pretrain", "sft", "reward", "ppo", "dpo")
-POLICY_KINDS = ("ppo", "dpo")
+KINDS = ("pretrain", "sft", "reward", "ppo", "dpo", "grpo")
+POLICY_KINDS = ("ppo", "dpo", "grpo")
 STAGES = ("pretrain", "sft", "reward", "ppo")  # the classic pipeline (configs/pipeline/demo.yaml)
 
 
@@ -95,8 +95,8 @@ def _check_stages(file: Path, names: list[str]) -> list[str]:
     bad = [n for n in names if stage_kind(n) not in KINDS or (stage_kind(n) in ("pretrain", "sft", "reward") and n != stage_kind(n))]
     kinds = [stage_kind(n) for n in names]
     if bad or "pretrain" not in names or "sft" not in names or not any(k in POLICY_KINDS for k in kinds):
-        raise ConfigError(f"{file}: stages need pretrain, sft and at least one policy stage (ppo, dpo, or ppo_<label>, "
-                          f"dpo_<label> to branch several off SFT){f'; not a stage name: {bad}' if bad else ''}; "
+        raise ConfigError(f"{file}: stages need pretrain, sft and at least one policy stage (ppo, dpo, grpo, or "
+                          f"ppo_<label>, dpo_<label>, grpo_<label> to branch several off SFT){f'; not a stage name: {bad}' if bad else ''}; "
                           f"got {names}. The classic pipeline is exactly {', '.join(STAGES)}.")
     if "ppo" in kinds and "reward" not in names:
         raise ConfigError(f"{file}: a ppo stage needs the reward stage (its reward model and critic).")

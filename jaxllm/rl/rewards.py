@@ -4,6 +4,8 @@ A reward function is ``fn(prompts, responses, records) -> [N] floats`` (prompt t
 and each prompt's task record: ``{"answer": ..., ...}``). Built in:
 
 - ``answer``: 1 if the response's final number equals the record's answer (`extract_answer`), else 0;
+- ``closeness``: partial credit, ``1 - |got - want| / max(|want|, 1)`` (at least 0), a dense signal where
+  exact answers are rare;
 - ``format``: 1 if the response ended its turn and states its answer in the strict form (`strict_answer`);
 - ``length``: ``-(response tokens) / max_new_tokens`` (in [-1, 0]);
 - ``overlong``: DAPO's soft overlong penalty: 0 up to ``max_new_tokens - buffer`` tokens, then falling
@@ -19,29 +21,12 @@ from __future__ import annotations
 
 import importlib
 import math
-import re
 from fractions import Fraction
 
 import numpy as np
 
+from jaxllm.data.numbers import NUMBER as _NUMBER, STRICT as _STRICT, number as _number, parse_number  # noqa: F401
 from jaxllm.errors import UserError
-
-# a number: optional minus sign (ASCII or U+2212) directly before it, optional $, digits with optional
-# thousands commas, optional decimals; not starting inside another number
-_NUMBER = re.compile(r"(?<![\d.])([-\u2212]?)\$?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)")
-_STRICT = re.compile(r"(?:####|=|answer is)\s*[-\u2212]?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?\s*\.?\s*$",
-                     re.IGNORECASE)
-
-
-def _number(match: re.Match) -> Fraction:
-    return Fraction(match.group(2).replace(",", "")) * (-1 if match.group(1) else 1)
-
-
-def parse_number(text: str) -> Fraction | None:
-    """The first number in ``text`` (``"$1,234.50."`` -> 1234.5, ``"-7"`` -> -7), or None."""
-    m = _NUMBER.search(text)
-    return _number(m) if m else None
-
 
 def extract_answer(text: str) -> Fraction | None:
     """A response's final answer: the first number after its last ``####`` when it has one (GSM8K's
@@ -74,6 +59,15 @@ def answer_correct(response: str, answer: str) -> bool:
 
 def answer_reward(prompts, responses, records) -> list[float]:
     return [float(answer_correct(r, rec["answer"])) for r, rec in zip(responses, records)]
+
+
+def closeness_reward(prompts, responses, records) -> list[float]:
+    """Partial credit: ``max(0, 1 - |got - want| / max(|want|, 1))`` (1 when right, 0 without a number)."""
+    out = []
+    for r, rec in zip(responses, records):
+        want, got = reference_answer(rec["answer"]), extract_answer(r)
+        out.append(0.0 if want is None or got is None else max(0.0, 1.0 - float(abs(got - want)) / max(float(abs(want)), 1.0)))
+    return out
 
 
 def format_reward(prompts, responses, records) -> list[float]:

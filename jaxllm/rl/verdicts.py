@@ -7,7 +7,8 @@ held-out checker (the verifier's accuracy, the world's judge) that the policy ne
 - **no learning signal**: in a group where every response got the same reward every advantage is 0;
   flagged when more than ``flat_limit`` of the groups were flat over the run;
 - **possible reward hacking**: the training reward rose while the held-out checker fell, between two
-  evaluations (the pair with the largest fall; both changes beyond ``min_change``);
+  evaluations, and the checker never came back (the pair with the largest fall; both changes beyond
+  ``min_change``; a dip that later evaluations recover from is noise, not a trend);
 - **length grew with reward**: mean response length from the first to the last quarter of the rollouts,
   and its correlation with the reward over the rollouts.
 """
@@ -75,7 +76,8 @@ def rl_verdicts(rows: list[dict], reward: str, checker: str | None, checker_name
                     if at[i] is None or at[j] is None:
                         continue
                     rise, fall = at[j] - at[i], evals[i][1] - evals[j][1]
-                    if rise > min_change and fall > min_change and (worst is None or fall > worst[3]):
+                    recovered = max(v for _, v in evals[j:]) > evals[i][1] - min_change  # a dip, not a trend
+                    if rise > min_change and fall > min_change and not recovered and (worst is None or fall > worst[3]):
                         worst = (i, j, rise, fall)
             if worst:
                 i, j, rise, fall = worst

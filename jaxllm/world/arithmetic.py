@@ -24,10 +24,12 @@ def is_heldout(a: int, op: str, b: int, heldout: float) -> bool:
 
 def arithmetic_task(n_train: int, n_heldout: int, seed: int = 0, heldout: float = 0.2,
                     max_operand: int = 99) -> tuple[list[dict], list[dict]]:
-    """``(train, held out)`` records ``{"question", "answer", "op"}``, each list without repeats."""
+    """``(train, held out)`` records ``{"question", "answer", "op", "expression"}``, each list without repeats
+    (shorter than asked when the operand range has fewer triples)."""
     rng = random.Random(seed + 23)
     train, held, seen = [], [], set()
-    limit = 3 * (max_operand - 1) ** 2  # distinct triples there are (about)
+    k = max_operand - 1
+    limit = 2 * k * k + k * (k + 1) // 2  # distinct triples: a + b, a * b, and a - b with a >= b
     while (len(train) < n_train or len(held) < n_heldout) and len(seen) < limit:
         a, b = rng.randint(2, max_operand), rng.randint(2, max_operand)
         op, word = rng.choice(OPS)
@@ -37,9 +39,15 @@ def arithmetic_task(n_train: int, n_heldout: int, seed: int = 0, heldout: float 
             continue
         seen.add((a, op, b))
         r = a + b if op == "+" else a - b if op == "-" else a * b
-        rec = {"question": rng.choice(PHRASINGS).format(a=a, b=b, op=op, word=word), "answer": str(r), "op": op}
+        rec = {"question": rng.choice(PHRASINGS).format(a=a, b=b, op=op, word=word), "answer": str(r), "op": op,
+               "expression": f"{a} {op} {b}"}
         out = held if is_heldout(a, op, b, heldout) else train
         want = n_heldout if out is held else n_train
         if len(out) < want:
             out.append(rec)
     return train, held
+
+
+def demonstration(rec: dict) -> str:
+    """The answer an SFT chat gives to a task question: ``"23 * 4 = 92."``."""
+    return f"{rec['expression']} = {rec['answer']}."

@@ -30,6 +30,11 @@ class BuiltinSource:
         c = self.cfg
         convs = builtin_conversations(c.conversations, c.seed, c.heldout)
         convs += sft_behaviour_chats(c.behaviour_chats, c.seed, c.heldout)
+        if c.task_chats:  # demonstrations of the arithmetic task's answer format, on its training questions only
+            from jaxllm.world.arithmetic import arithmetic_task, demonstration
+            train, _ = arithmetic_task(c.task_chats, 0, c.seed, c.task_heldout, c.task_max_operand)
+            convs += [[Message("user", r["question"]), Message("assistant", demonstration(r))]
+                      for r in (train * -(-c.task_chats // len(train)))[:c.task_chats]]  # cycled when there are fewer
         order = np.random.default_rng(c.seed + 5).permutation(len(convs))
         return [convs[i] for i in order], {}
 
