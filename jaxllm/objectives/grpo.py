@@ -51,7 +51,7 @@ from jaxllm.model.scalar import ScalarModel, layout
 from jaxllm.objectives.base import Objective, ObjectiveSpec, OnPolicySource, Params
 from jaxllm.objectives.reward import read_stats
 from jaxllm.rl import rewards as rw
-from jaxllm.rl.buffer import minibatches
+from jaxllm.rl.buffer import minibatches, next_prompts
 from jaxllm.rl.group import ADVANTAGES, AGGREGATIONS, flat_groups, group_advantages, group_policy_loss
 from jaxllm.rl.rollout import RolloutEngine, Settings, response_logits
 from jaxllm.rl.verdicts import read_rows, rl_verdicts, write_verdicts
@@ -216,15 +216,9 @@ class GroupRollouts(OnPolicySource):
         self.params = params
 
     def _next_prompts(self, n: int) -> list[int]:
-        out = []
-        while len(out) < n:
-            order = np.random.default_rng([self.seed, 19, self.prompt_epoch]).permutation(len(self.fits))
-            take = order[self.prompt_index:self.prompt_index + n - len(out)]
-            out += [self.fits[i] for i in take]
-            self.prompt_index += len(take)
-            if self.prompt_index >= len(order):
-                self.prompt_epoch, self.prompt_index = self.prompt_epoch + 1, 0
-        return out
+        ids, self.prompt_epoch, self.prompt_index = next_prompts(self.fits, n, [self.seed, 19], self.prompt_epoch,
+                                                                 self.prompt_index)
+        return ids
 
     def _round(self) -> dict:
         """One generation round: prompts_per_rollout prompts x G answers, scored."""
@@ -265,11 +259,10 @@ class GroupRollouts(OnPolicySource):
             keep += [(0, gi) for gi in range(n_groups) if (0, gi) not in kept][:filled]
         else:
             keep, filled = [(0, gi) for gi in range(n_groups)], 0
-        rows = np.concatenate([np.arange(gi * self.g, (gi + 1) * self.g) for _, gi in keep])
-        which = np.repeat([ri for ri, _ in keep], self.g)
+        g = self.g
 
-        def pick(get):
-            return np.stack([get(rounds[ri])[row] for ri, row in zip(which, rows)])
+        def pick(get):  # the kept groups' rows, in order
+            return np.concatenate([get(rounds[ri])[gi * g:(gi + 1) * g] for ri, gi in keep])
 
         arr = {k: pick(lambda r, k=k: r["arrays"][k]) for k in ("inputs", "mask", "resp_mask", "has_eos")}
         sc = {k: pick(lambda r, k=k: r["scored"][k]) for k in ("old_logp", "ref_logp", "entropy")}

@@ -39,7 +39,7 @@ from jaxllm.objectives.reward import read_stats
 from jaxllm.rl import math as rl_math
 from jaxllm.rl.advantages import gae_advantages_jit
 from jaxllm.rl.verdicts import read_rows, rl_verdicts, write_verdicts
-from jaxllm.rl.buffer import minibatches
+from jaxllm.rl.buffer import minibatches, next_prompts
 from jaxllm.rl.evaluate import evaluate_policy
 from jaxllm.rl.kl import KlController
 from jaxllm.data.prompt_data import PromptData, load_prompt_data, prompt_lines
@@ -154,15 +154,9 @@ class PpoRollouts(OnPolicySource):
         self.params = params
 
     def _next_prompts(self, n: int) -> list[int]:
-        out = []
-        while len(out) < n:
-            order = np.random.default_rng([self.seed, 17, self.prompt_epoch]).permutation(len(self.fits))
-            take = order[self.prompt_index:self.prompt_index + n - len(out)]
-            out += [self.fits[i] for i in take]
-            self.prompt_index += len(take)
-            if self.prompt_index >= len(order):
-                self.prompt_epoch, self.prompt_index = self.prompt_epoch + 1, 0
-        return out
+        ids, self.prompt_epoch, self.prompt_index = next_prompts(self.fits, n, [self.seed, 17], self.prompt_epoch,
+                                                                 self.prompt_index)
+        return ids
 
     def _rollout(self) -> None:
         t0 = time.perf_counter()
