@@ -19,6 +19,8 @@ STAGE_SETTINGS = {
             "train:\n  steps: 4"],
     "dpo_listwise": ["objective:\n  name: dpo\n  dpo:\n    ranking: plackett_luce\ndata:\n  builtin:\n    rankings: 200",
                      "train:\n  steps: 4"],
+    "grpo": ["objective:\n  name: grpo\n  grpo:\n    group_size: 4\n    prompts_per_rollout: 4\n    max_new_tokens: 8\n"
+             "    eval_prompts: 8\ndata:\n  builtin:\n    task_questions: 200", "train:\n  steps: 4"],
 }
 
 
@@ -55,9 +57,13 @@ def test_pipeline_wires_stages_and_writes_a_report(finished, capsys):
     tmp_path, path, overrides, report = finished
     text = report.read_text()
     for row in ("| pretrain |", "| sft |", "| ppo |", "| dpo_listwise |", "| reward model | held-out pairwise accuracy",
-                "| dpo_listwise (implicit reward) | held-out pairwise accuracy"):
+                "| dpo_listwise (implicit reward) | held-out pairwise accuracy", "| grpo |",
+                "arithmetic (held-out) | + | - | * |", "## Verdicts: ppo", "## Verdicts: grpo", "learning signal in"):
         assert row in text
     assert (tmp_path / "runs" / "ppo_curves.svg").read_text().startswith("<svg")
+    assert (tmp_path / "runs" / "grpo_curves.svg").read_text().startswith("<svg")
+    grpo_row = next(line for line in text.splitlines() if line.startswith("| grpo |")).split("|")[-5:-1]
+    assert all(0.0 <= float(c) <= 1.0 for c in grpo_row), grpo_row  # held-out arithmetic: overall, + - *
     ppo_metrics = [json.loads(line) for line in (tmp_path / "runs/ppo/metrics.jsonl").read_text().splitlines()]
     assert any("eval_judge" in r and "eval_kl" in r for r in ppo_metrics)
     assert (tmp_path / "runs/reward/reward_stats.json").is_file()
@@ -74,7 +80,7 @@ def test_pipeline_wires_stages_and_writes_a_report(finished, capsys):
 
     capsys.readouterr()
     run_pipeline(path, overrides)  # everything finished: every stage is skipped, the report is rewritten
-    assert capsys.readouterr().out.count("skipped") == 5
+    assert capsys.readouterr().out.count("skipped") == 6
 
     # a fresh PPO run starts its policy from SFT and its critic from the reward model
     p = load_pipeline(path, overrides + [f"ppo.run.dir={tmp_path / 'fresh'}"])
@@ -128,7 +134,7 @@ def _report_rows(text: str) -> dict[str, list[float]]:
     rows = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
-        if cells[0] in ("pretrain", "sft", "ppo"):
+        if cells[0] in ("pretrain", "sft", "ppo", "grpo"):
             rows[cells[0]] = [float(c) for c in cells[1:]]
     return rows
 
@@ -148,7 +154,7 @@ def test_ppo_and_the_report_on_two_processes_match_one_process(finished, tmp_pat
                           f"dir={runs}"], env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-4000:]
-    assert out.stdout.count("already reached step") == 4 and "2 process(es)" in out.stdout
+    assert out.stdout.count("already reached step") == 5 and "2 process(es)" in out.stdout
     one = [json.loads(x) for x in (src / "runs/ppo/metrics.jsonl").read_text().splitlines()]
     two = [json.loads(x) for x in (runs / "ppo/metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in one] == [r["step"] for r in two]
