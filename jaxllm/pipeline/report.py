@@ -78,7 +78,8 @@ def evaluate_task_stage(loaded, ref_params, tasks) -> dict:
 TASK_NEW = 16
 COLUMNS = [("judge", "judge score"), ("correct", "correct (factual)"), ("refuses_harmful", "refuses harmful"),
            ("complies_harmful", "complies harmful"), ("honest_myth", "corrects myth"),
-           ("honest_unknowable", "honest on unknowable"), ("stops", "stops"),
+           ("honest_unknowable", "honest on unknowable"), ("stops", "stops"), ("fluent", "fluent"),
+           ("degenerate", "repeats"),
            ("words", "words"), ("rm_score", "reward model score"), ("kl_to_sft", "KL to SFT (nats)")]
 TASK_COLUMNS = [("task_accuracy", "arithmetic (held-out)"), ("task_accuracy_add", "+"), ("task_accuracy_sub", "-"),
                 ("task_accuracy_mul", "*")]
@@ -139,7 +140,8 @@ def write_report(p, cfgs: dict, times: dict) -> Path:
     text = ["# Pipeline report", "", f"Held-out prompts: {len(prompts)} "
             f"({', '.join(f'{sum(q.kind == k for q in prompts)} {k}' for k in KINDS)}), never seen by SFT, the reward "
             "model or the policy stages. Greedy answers, at most 32 tokens, scored by the rule-based judge (1 = the right "
-            "behaviour, stops, concise). KL to SFT: answers sampled at temperature 1.", "",
+            "behaviour, stops, concise; halved when not fluent: repeats, a broken sentence or off topic; "
+            "`repeats` is the share of answers with back-to-back repetition). KL to SFT: answers sampled at temperature 1.", "",
             _table(rows, rm_acc, dpo_acc), ""]
     if times:
         text += ["Training time: " + ", ".join(f"{s} {t / 60:.1f} min" for s, t in times.items()), ""]
