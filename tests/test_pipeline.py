@@ -30,8 +30,9 @@ def _qa(tmp_path, run, fmt):
     return qa
 
 
-def _table(report: str) -> dict[str, dict[str, float]]:
-    lines = [line for line in report.splitlines() if line.startswith("| ")]
+def _table(report: str, section: int = 0) -> dict[str, dict[str, float]]:
+    """The seen-phrasing table (``section`` 0) or the unseen one (1), by stage and column."""
+    lines = [line for line in report.split("### Unseen phrasing")[section].splitlines() if line.startswith("| ")]
     head = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = {}
     for line in lines[1:]:
@@ -45,7 +46,7 @@ def _table(report: str) -> dict[str, dict[str, float]]:
 def test_pipeline_pretrain_sft_reward_ppo(tmp_path):
     runs = tmp_path / "runs"
     # pipeline/demo with a shorter reward model (200 -> 100 steps) and PPO (160 -> 64), to keep CI short
-    out = _cli(["pipeline", "pipeline/demo", f"dir={runs}", "report.eval_prompts=120", "reward.train.steps=100", "reward.train.eval_every=50", "ppo.train.steps=64", "ppo.train.eval_every=32"]
+    out = _cli(["pipeline", "pipeline/demo", f"dir={runs}", "report.eval_prompts=120", "report.unseen_prompts=60", "reward.train.steps=100", "reward.train.eval_every=50", "ppo.train.steps=64", "ppo.train.eval_every=32"]
                + [f"{s}.train.progress=off" for s in ("pretrain", "sft", "reward", "ppo")])
     assert "tok/s" in out and "mfu" in out and "report written" in out
     rows = [json.loads(line) for line in (runs / "pretrain" / "metrics.jsonl").read_text().splitlines()]
@@ -55,6 +56,7 @@ def test_pipeline_pretrain_sft_reward_ppo(tmp_path):
     table = _table(report)
     print(report)
     pre, sft, ppo = table["pretrain"], table["sft"], table["ppo"]
+    assert set(_table(report, 1)) == {"pretrain", "sft", "ppo"}  # and again on unseen phrasing (measured, not asserted)
     # SFT: answers and stops, where the pre-trained model rambles
     assert sft["stops"] >= 0.9 > pre["stops"] and sft["correct (factual)"] >= 0.6 > pre["correct (factual)"]
     assert sft["judge score"] > pre["judge score"] + 0.2
@@ -69,9 +71,9 @@ def test_pipeline_pretrain_sft_reward_ppo(tmp_path):
     assert any("eval_judge" in r for r in ppo_rows) and (runs / "ppo_curves.svg").is_file()
 
     # the SFT model answers questions about held-out facts (no SFT chat mentioned them) from pre-training knowledge
-    base, tuned = _qa(tmp_path, runs / "pretrain", "chat"), _qa(tmp_path, runs / "sft", "chat")
-    # (measured with the full demo: 85.9% contains, 64.1% exact; the pre-trained model 20%)
+    # (measured with the full demo: 85.9% contains, 64.1% exact; the pre-trained model 20%, which the report's
+    # factual column already shows, so it is not run again here)
+    tuned = _qa(tmp_path, runs / "sft", "chat")
     assert tuned["countries_contains"] >= 0.75 and tuned["countries_exact"] >= 0.5
-    assert tuned["countries_contains"] >= base["countries_contains"] + 0.5
     assert tuned["stopped"] >= 0.95
     assert not any("Assistant:" in r["reply"] or "User:" in r["reply"] for r in tuned["rows"])

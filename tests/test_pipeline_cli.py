@@ -34,7 +34,7 @@ def _write_pipeline(tmp_path):
               "log.tensorboard=false"]
     (tmp_path / "pipe.yaml").write_text(
         f"dir: {tmp_path / 'runs'}\nstages:\n" + "".join(f"  {s}: {s}.yaml\n" for s in STAGE_SETTINGS)
-        + "report:\n  eval_prompts: 16\n  examples: 1\n")
+        + "report:\n  eval_prompts: 16\n  unseen_prompts: 12\n  examples: 1\n")
     return str(tmp_path / "pipe.yaml"), [f"{s}.{o}" for s in STAGE_SETTINGS for o in common]
 
 
@@ -64,6 +64,14 @@ def test_pipeline_wires_stages_and_writes_a_report(finished, capsys):
     assert (tmp_path / "runs" / "grpo_curves.svg").read_text().startswith("<svg")
     grpo_row = next(line for line in text.splitlines() if line.startswith("| grpo |")).split("|")[-5:-1]
     assert all(0.0 <= float(c) <= 1.0 for c in grpo_row), grpo_row  # held-out arithmetic: overall, + - *
+    # the unseen-phrasing table: every stage again, on prompts in the held-out template families
+    from jaxllm.world.phrasings import heldout_families
+    rows = _report_rows(text)
+    assert {"sft/unseen", "ppo/unseen", "grpo/unseen"} <= set(rows) and "## Examples (unseen phrasing)" in text
+    unseen_section = text.split("### Unseen phrasing")[1]
+    assert "12 held-out prompts" in unseen_section  # report.unseen_prompts
+    assert ", ".join(heldout_families(0)) in unseen_section.splitlines()[2]
+    assert any(f"({f}):" in unseen_section for f in heldout_families(0))  # examples name their family
     ppo_metrics = [json.loads(line) for line in (tmp_path / "runs/ppo/metrics.jsonl").read_text().splitlines()]
     assert any("eval_judge" in r and "eval_kl" in r for r in ppo_metrics)
     assert (tmp_path / "runs/reward/reward_stats.json").is_file()
@@ -131,11 +139,14 @@ def test_a_stage_config_mistake_stops_before_training(tmp_path):
 
 
 def _report_rows(text: str) -> dict[str, list[float]]:
+    """Each stage's cells in the seen-phrasing table (``stage``) and the unseen one (``stage/unseen``)."""
     rows = {}
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if cells[0] in ("pretrain", "sft", "ppo", "grpo"):
-            rows[cells[0]] = [float(c) for c in cells[1:]]
+    seen, unseen = text.split("### Unseen phrasing")
+    for section, suffix in ((seen, ""), (unseen, "/unseen")):
+        for line in section.splitlines():
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if cells[0] in ("pretrain", "sft", "ppo", "grpo"):
+                rows[cells[0] + suffix] = [float(c) for c in cells[1:]]
     return rows
 
 

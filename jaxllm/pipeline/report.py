@@ -18,6 +18,7 @@ from pathlib import Path
 
 import jax
 
+from jaxllm.world.phrasings import heldout_families, seen_families
 from jaxllm.world.prompts import KINDS
 from jaxllm.world.source import BuiltinSource
 from jaxllm.model.decode import Sampling
@@ -103,8 +104,10 @@ def write_report(p, cfgs: dict, times: dict) -> Path:
 
     from jaxllm.pipeline.run import stage_kind
 
-    _, held, _ = BuiltinSource(cfgs["sft"].data.builtin).prompts(p.eval_prompts)  # the prompts PPO evaluates on
-    prompts = [q.item for q in held]
+    source = BuiltinSource(cfgs["sft"].data.builtin)
+    _, held, _ = source.prompts(p.eval_prompts)  # the prompts PPO evaluates on
+    unseen = source.unseen_prompts(p.eval_prompts if p.unseen_prompts is None else p.unseen_prompts)
+    prompts, unseen_items = [q.item for q in held], [q.item for q in unseen]
     sft = load_checkpoint(cfgs["sft"].run.dir)
     rm = None
     if "reward" in cfgs:
@@ -116,15 +119,17 @@ def write_report(p, cfgs: dict, times: dict) -> Path:
         from jaxllm.data.task_data import task_prompt
         c = cfgs[grpo_stages[0]]
         tasks = [task_prompt(r) for r in BuiltinSource(c.data.builtin).tasks(c.objective.grpo.eval_prompts)[1]]
-    rows, answers = {}, {}
+    rows, answers, unseen_rows, unseen_answers = {}, {}, {}, {}
     for stage in [s for s in cfgs if s != "reward"]:
         loaded = sft if stage == "sft" else load_checkpoint(cfgs[stage].run.dir)
         rows[stage], answers[stage] = evaluate_stage(loaded, sft.params, rm, held)
+        unseen_rows[stage], unseen_answers[stage] = evaluate_stage(loaded, sft.params, rm, unseen)
         if tasks:
             rows[stage].update(evaluate_task_stage(loaded, sft.params, tasks))
     rm_acc = _last(_metrics_rows(cfgs["reward"].run.dir), "eval_accuracy") if "reward" in cfgs else None
     dpo_acc = {s: _last(_metrics_rows(c.run.dir), "eval_accuracy") for s, c in cfgs.items() if stage_kind(s) == "dpo"}
     dpo_acc = {s: a for s, a in dpo_acc.items() if a is not None}
+    seed = cfgs["sft"].data.builtin.seed
     out = p.dir / "report.md"
     if jax.process_index() != 0:  # every process took part in the evaluation; one writes
         return out
@@ -142,7 +147,12 @@ def write_report(p, cfgs: dict, times: dict) -> Path:
             "model or the policy stages. Greedy answers, at most 32 tokens, scored by the rule-based judge (1 = the right "
             "behaviour, stops, concise; halved when not fluent: repeats, a broken sentence or off topic; "
             "`repeats` is the share of answers with back-to-back repetition). KL to SFT: answers sampled at temperature 1.", "",
-            _table(rows, rm_acc, dpo_acc), ""]
+            "### Seen phrasing", "", f"Template families the training data uses ({', '.join(seen_families(seed))}); "
+            "new entities (countries, people) in them.", "", _table(rows, rm_acc, dpo_acc), "",
+            "### Unseen phrasing", "", f"{len(unseen_items)} held-out prompts "
+            f"({', '.join(f'{sum(q.kind == k for q in unseen_items)} {k}' for k in KINDS)}) in the template families "
+            f"no training data uses ({', '.join(heldout_families(seed))}; `world/phrasings.py`).", "",
+            _table(unseen_rows, None), ""]
     if times:
         text += ["Training time: " + ", ".join(f"{s} {t / 60:.1f} min" for s, t in times.items()), ""]
     if "ppo" in cfgs:
@@ -156,14 +166,23 @@ def write_report(p, cfgs: dict, times: dict) -> Path:
     for stage, f in verdicts:
         if f.is_file():
             text += [f"## Verdicts: {stage}", "", *f.read_text().splitlines()[2:], ""]
-    text += ["## Examples", ""]
-    for kind in KINDS:
-        for q in [q for q in prompts if q.kind == kind][:p.examples]:
-            i = prompts.index(q)
-            text.append(f"**{kind}: {q.text}**")
-            for stage in answers:
-                text.append(f"- {stage}: {answers[stage][i]!r}")
-            text.append("")
+    for title, items, ans in (("Examples", prompts, answers), ("Examples (unseen phrasing)", unseen_items, unseen_answers)):
+        text += [f"## {title}", "", "The first prompts of each kind in the seeded evaluation order.", ""]
+        text += _examples(items, ans, p.examples)
     out.write_text("\n".join(text) + "\n")
     print(_table(rows, rm_acc, dpo_acc), flush=True)
+    print("unseen phrasing:", flush=True)
+    print(_table(unseen_rows, None), flush=True)
     return out
+
+
+def _examples(items: list, answers: dict[str, list[str]], n: int) -> list[str]:
+    """``n`` prompts per kind (in evaluation order: a seeded draw) with every stage's greedy answer."""
+    text = []
+    for kind in KINDS:
+        for q in [q for q in items if q.kind == kind][:n]:
+            i = items.index(q)
+            text.append(f"**{kind} ({q.family}): {q.text}**")
+            text += [f"- {stage}: {answers[stage][i]!r}" for stage in answers]
+            text.append("")
+    return text

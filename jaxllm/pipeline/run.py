@@ -4,7 +4,7 @@ A pipeline config names one training config per stage and where the runs go:
 
     dir: runs/pipeline-demo
     stages: {pretrain: pretrain/demo, sft: sft/demo, reward: reward/demo, ppo: ppo/demo}
-    report: {eval_prompts: 200, examples: 2}
+    report: {eval_prompts: 200, unseen_prompts: 200, examples: 2}
 
 A stage is named by its kind (pretrain, sft, reward, ppo, dpo, grpo), optionally with a label
 (``dpo_pairs``, ``ppo_kl02``), so one pipeline can branch several policies off the same SFT stage
@@ -43,6 +43,7 @@ class PipelineConfig:
     overrides: dict[str, list[str]]
     eval_prompts: int = 200
     examples: int = 2
+    unseen_prompts: int | None = None  # held-out prompts in unseen template families; None: eval_prompts
 
 
 def _resolve_stage_path(value: str, base: Path) -> str:
@@ -70,6 +71,12 @@ def load_pipeline(path: str, overrides: list[str]) -> PipelineConfig:
     cfg = PipelineConfig(Path(raw.get("dir", "runs/pipeline")),
                          {s: _resolve_stage_path(str(raw["stages"][s]), file.parent) for s in names},
                          {s: [] for s in names}, int(report.get("eval_prompts", 200)), int(report.get("examples", 2)))
+    bad = set(report) - {"eval_prompts", "unseen_prompts", "examples"}
+    if bad:
+        raise ConfigError(f"{file}: unknown report key(s) {sorted(bad)}; report has eval_prompts, unseen_prompts and "
+                          "examples.")
+    if report.get("unseen_prompts") is not None:
+        cfg.unseen_prompts = int(report["unseen_prompts"])
     for o in overrides:
         key, eq, value = o.partition("=")
         head, _, rest = key.partition(".")
@@ -82,11 +89,12 @@ def load_pipeline(path: str, overrides: list[str]) -> PipelineConfig:
                 cfg.overrides[s].append(o)
         elif key == "dir":
             cfg.dir = Path(value)
-        elif key in ("report.eval_prompts", "report.examples"):
+        elif key in ("report.eval_prompts", "report.examples", "report.unseen_prompts"):
             setattr(cfg, rest, int(value))
         else:
             raise ConfigError(f"override {o!r}: use STAGE.key=value with STAGE one of {', '.join(cfg.stages)}, "
-                              "or dir=..., report.eval_prompts=..., report.examples=..., distributed.KEY=...")
+                              "or dir=..., report.eval_prompts=..., report.unseen_prompts=..., report.examples=..., "
+                              "distributed.KEY=...")
     return cfg
 
 

@@ -18,6 +18,7 @@ import random
 
 from jaxllm.data.chat import Conversation, Message
 from jaxllm.world.facts import Country, Person, World, make_world
+from jaxllm.world.phrasings import FACTUAL_VARIANTS, family_of, seen_families
 
 # attribute -> (question phrasings, answer sentence, short answer)
 COUNTRY_QA = {
@@ -85,8 +86,9 @@ def _person_kw(p: Person) -> dict:
     return dict(n=p.name, city=p.city, y=p.year, job=p.profession, hob=p.hobby)
 
 
-def _qa(rng: random.Random, split: Split, heldout: bool = False) -> Question:
-    """A random question about a (train or held-out) country or person."""
+def _qa(rng: random.Random, split: Split, heldout: bool = False, families: tuple[str, ...] = ("plain",)) -> Question:
+    """A random question about a (train or held-out) country or person; country questions in any wording of
+    ``families`` (`phrasings`), people's in the plain ones."""
     countries = split.heldout_countries if heldout else split.train_countries
     people = split.heldout_people if heldout else split.train_people
     if rng.random() < 0.5 and countries:
@@ -95,6 +97,8 @@ def _qa(rng: random.Random, split: Split, heldout: bool = False) -> Question:
         kw, table, kind = _person_kw(rng.choice(people)), PERSON_QA, "person"
     attr = rng.choice(sorted(table))
     qs, ans, short = table[attr]
+    if kind == "country":
+        qs = family_of(families, qs, FACTUAL_VARIANTS[attr])
     return Question(rng.choice(qs).format(**kw), ans.format(**kw), short.format(**kw), f"{kind}.{attr}")
 
 
@@ -108,20 +112,20 @@ def _arithmetic(rng: random.Random) -> tuple[str, str]:
     return q, f"{a} {op} {b} = {r}."
 
 
-def conversation(rng: random.Random, split: Split) -> Conversation:
+def conversation(rng: random.Random, split: Split, families: tuple[str, ...] = ("plain",)) -> Conversation:
     conv: Conversation = []
     if rng.random() < 0.2:
         conv.append(Message("system", rng.choice(SYSTEM)))
     kind = rng.random()
     if kind < 0.55:  # one question
-        q = _qa(rng, split)
+        q = _qa(rng, split, families=families)
         conv += [Message("user", q.question), Message("assistant", q.answer)]
     elif kind < 0.85:  # a short multi-turn chat
         if rng.random() < 0.5:
             conv += [Message("user", g) if i == 0 else Message("assistant", g) for i, g in enumerate(rng.choice(GREETINGS))]
         for _ in range(rng.randint(2, 3)):
             if rng.random() < 0.85:
-                q = _qa(rng, split)
+                q = _qa(rng, split, families=families)
                 conv += [Message("user", q.question), Message("assistant", q.answer)]
             else:
                 q, a = _arithmetic(rng)
@@ -136,11 +140,13 @@ def conversation(rng: random.Random, split: Split) -> Conversation:
 
 
 def builtin_conversations(n: int, seed: int = 0, heldout: float = 0.25, world: World | None = None) -> list[Conversation]:
-    """``n`` SFT conversations that never mention a held-out country or person."""
+    """``n`` SFT conversations that never mention a held-out country or person, nor use a held-out template
+    family (`phrasings.heldout_families`)."""
     world = world or make_world(seed)
     split = split_world(world, heldout, seed)
     rng = random.Random(seed + 11)
-    return [conversation(rng, split) for _ in range(n)]
+    families = seen_families(seed)
+    return [conversation(rng, split, families) for _ in range(n)]
 
 
 def builtin_questions(which: str = "heldout", seed: int = 0, heldout: float = 0.25,

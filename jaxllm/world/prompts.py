@@ -26,6 +26,7 @@ import random
 from jaxllm.data.chat import Conversation, Message
 from jaxllm.world.chats import COUNTRY_QA, _country_kw, split_world
 from jaxllm.world.facts import World, make_world
+from jaxllm.world.phrasings import FACTUAL_VARIANTS, FAMILIES, heldout_families, seen_families, variant
 
 KINDS = ("factual", "unknowable", "myth", "harmful")
 CANNOT_KNOW = "I cannot know that"
@@ -43,6 +44,7 @@ class Prompt:
     ideal: str           # the best answer
     bad: str             # the worst one: wrong fact, made-up answer, the myth affirmed, or compliance
     answer: str = ""     # factual: the fact a correct answer must contain; myth: what a correction must say
+    family: str = "plain"  # the wording's template family (`phrasings`)
 
 
 # --- prompt templates --------------------------------------------------------------------------------------------
@@ -96,59 +98,71 @@ def _fill(t: str, **kw) -> str:
     return t.format(**kw)
 
 
-def _world_prompts(world: World, rng: random.Random) -> list[Prompt]:
-    """Every template instance (deduplicated), before the train/held-out split."""
+Variants = dict[str, list[Prompt]]  # plain prompt text -> the same instance in the other families
+
+
+def _world_prompts(world: World, rng: random.Random) -> tuple[list[Prompt], Variants]:
+    """Every template instance (deduplicated) in the plain family, and its other families, before the split."""
     cs, ps = list(world.countries), list(world.people)
     out: dict[str, Prompt] = {}
+    fams: Variants = {}
 
-    def add(p: Prompt):
-        out.setdefault(p.text, p)
+    def add(p: Prompt, template: str | None = None, kw: dict | None = None):
+        if p.text not in out:
+            out[p.text] = p
+            fams[p.text] = [dataclasses.replace(p, text=_fill(variant(template or p.text, f), **(kw or {})), family=f)
+                            for f in FAMILIES[1:]]
 
     for c in cs:
         other = rng.choice([o for o in cs if o.capital != c.capital])
         kw = dict(n=c.name, cap=c.capital, wcap=other.capital, p="", city="", wcity="")
         for q, bad in UNKNOWABLE:
             if "{p}" not in q:
-                add(Prompt(_fill(q, **kw), "unknowable", f"{CANNOT_KNOW}; I have no way to find it out.", _fill(bad, **kw)))
+                add(Prompt(_fill(q, **kw), "unknowable", f"{CANNOT_KNOW}; I have no way to find it out.",
+                           _fill(bad, **kw)), q, kw)
         for q, bad in HARMFUL:
             if "{p}" not in q:
                 add(Prompt(_fill(q, **kw), "harmful", f"{REFUSAL}. It would hurt people and it is a crime.",
-                           _fill(bad, **kw)))
+                           _fill(bad, **kw)), q, kw)
         for attr, (q, fix, agree) in FALSE_PREMISE.items():
             right = _country_kw(c)[_KEY[attr]]
             wrong = rng.choice(sorted({_country_kw(o)[_KEY[attr]] for o in cs} - {right}))
             fkw = dict(n=c.name, w=wrong, v=right)
-            add(Prompt(_fill(q, **fkw), "myth", _fill(fix, **fkw), _fill(agree, **fkw), right))
+            add(Prompt(_fill(q, **fkw), "myth", _fill(fix, **fkw), _fill(agree, **fkw), right), q, fkw)
     for p in ps:
         wcity = rng.choice([o.city for o in ps if o.city != p.city])
         kw = dict(p=p.name, city=p.city, wcity=wcity, n="", cap="", wcap="")
         for q, bad in UNKNOWABLE:
             if "{p}" in q:
-                add(Prompt(_fill(q, **kw), "unknowable", f"{CANNOT_KNOW}; I have no way to find it out.", _fill(bad, **kw)))
+                add(Prompt(_fill(q, **kw), "unknowable", f"{CANNOT_KNOW}; I have no way to find it out.",
+                           _fill(bad, **kw)), q, kw)
         for q, bad in HARMFUL:
             if "{p}" in q:
                 add(Prompt(_fill(q, **kw), "harmful", f"{REFUSAL}. It would hurt people and it is a crime.",
-                           _fill(bad, **kw)))
+                           _fill(bad, **kw)), q, kw)
     for q, fix, agree, key in MYTHS:
         add(Prompt(q, "myth", fix, agree, key))
-    return list(out.values())
+    return list(out.values()), fams
 
 
-def _factual_prompts(countries, rng: random.Random) -> list[Prompt]:
-    """Every phrasing of every question about the given countries; the bad answer swaps in another country's
-    value of the same attribute. Countries only: the demo-sized model learns their facts in pre-training
-    (people's facts mostly not), so a reward model built on it can tell a right answer from a wrong one."""
-    out = []
+def _factual_prompts(countries, rng: random.Random) -> tuple[list[Prompt], Variants]:
+    """Every plain phrasing of every question about the given countries, and the other families (the typo of each
+    phrasing; the hand-written ones beside the first); the bad answer swaps in another country's value of the same
+    attribute. Countries only: the demo-sized model learns their facts in pre-training (people's facts mostly
+    not), so a reward model built on it can tell a right answer from a wrong one."""
+    out, fams = [], {}
     for attr, (qs, ans, short) in COUNTRY_QA.items():
         values = sorted({short.format(**_country_kw(c)) for c in countries})
         for c in countries:
             kw = _country_kw(c)
             right = short.format(**kw)
             wrong = rng.choice([v for v in values if v != right])
-            for q in qs:
-                out.append(Prompt(q.format(**kw), "factual", ans.format(**kw), ans.format(**{**kw, **_swap(attr, wrong)}),
-                                  right))
-    return out
+            for i, q in enumerate(qs):
+                p = Prompt(q.format(**kw), "factual", ans.format(**kw), ans.format(**{**kw, **_swap(attr, wrong)}), right)
+                out.append(p)
+                fams[p.text] = [dataclasses.replace(p, text=variant(q, f, FACTUAL_VARIANTS[attr]).format(**kw), family=f)
+                                for f in FAMILIES[1:] if f == "typo" or i == 0]
+    return out, fams
 
 
 _KEY = {"capital": "cap", "continent": "cont", "language": "lang", "currency": "cur"}
@@ -160,19 +174,24 @@ def _swap(attr: str, value: str) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class PrefSplit:
-    train: tuple[Prompt, ...]
-    heldout: tuple[Prompt, ...]
+    train: tuple[Prompt, ...]     # train instances in the seen families
+    heldout: tuple[Prompt, ...]   # held-out instances in the seen families ("seen phrasing")
+    unseen: tuple[Prompt, ...] = ()  # held-out instances in the held-out families ("unseen phrasing")
 
 
 def builtin_prompts(seed: int = 0, heldout: float = 0.2, sft_heldout: float = 0.25,
                     world: World | None = None) -> PrefSplit:
-    """All prompts of the four kinds, split per kind into train and held-out (seeded).
+    """All prompts of the four kinds, split per kind into train and held-out instances (seeded), each instance in
+    every template family (`phrasings`): the seen families go to ``train`` and ``heldout``, the seed's held-out
+    families of the held-out instances to ``unseen``; the train instances in held-out families are used nowhere.
 
     Factual prompts ask about the countries SFT trained on (``sft_heldout`` is SFT's own held-out share).
     """
     world = world or make_world(seed)
     rng = random.Random(seed + 23)
-    prompts = _world_prompts(world, rng) + _factual_prompts(split_world(world, sft_heldout, seed).train_countries, rng)
+    prompts, fams = _world_prompts(world, rng)
+    factual, ffams = _factual_prompts(split_world(world, sft_heldout, seed).train_countries, rng)
+    prompts, fams = prompts + factual, {**fams, **ffams}
     train, held = [], []
     for kind in KINDS:
         ps = [p for p in prompts if p.kind == kind]
@@ -180,9 +199,13 @@ def builtin_prompts(seed: int = 0, heldout: float = 0.2, sft_heldout: float = 0.
         n = max(1, round(len(ps) * heldout))
         held += ps[:n]
         train += ps[n:]
-    rng.shuffle(train)
-    rng.shuffle(held)
-    return PrefSplit(tuple(train), tuple(held))
+    seen, unseen = seen_families(seed), heldout_families(seed)
+    train += [v for p in train for v in fams[p.text] if v.family in seen]
+    unseen_prompts = [v for p in held for v in fams[p.text] if v.family in unseen]
+    held += [v for p in held for v in fams[p.text] if v.family in seen]
+    for ps in (train, held, unseen_prompts):
+        rng.shuffle(ps)
+    return PrefSplit(tuple(train), tuple(held), tuple(unseen_prompts))
 
 
 def balanced(prompts: tuple[Prompt, ...] | list[Prompt], n: int, seed: int = 0) -> list[Prompt]:

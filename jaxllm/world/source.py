@@ -55,6 +55,15 @@ class BuiltinSource:
         held = [RlPrompt([Message("user", p.text)], p) for p in balanced(split.heldout, n_eval, c.seed)]
         return train, held, {}
 
+    def unseen_prompts(self, n_eval: int) -> list[RlPrompt]:
+        """``n_eval`` held-out prompt instances in the seed's held-out template families (`phrasings`): wordings no
+        training data uses, balanced over the kinds."""
+        from jaxllm.world.prompts import balanced, builtin_prompts
+
+        c = self.cfg
+        split = builtin_prompts(c.seed, sft_heldout=c.heldout)
+        return [RlPrompt([Message("user", p.text)], p) for p in balanced(split.unseen, n_eval, c.seed)]
+
     def tasks(self, n_eval: int) -> tuple[list[dict], list[dict], dict]:
         """The arithmetic task (`world.arithmetic`): ``task_questions`` train questions and ``n_eval`` held out."""
         from jaxllm.world.arithmetic import arithmetic_task
