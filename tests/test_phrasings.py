@@ -2,6 +2,7 @@
 
 import random
 import re
+from collections import Counter
 
 import pytest
 
@@ -91,16 +92,18 @@ def test_no_heldout_family_reaches_any_training_data(seed):
 def test_unseen_prompts_are_the_heldout_instances_reworded():
     """Every unseen prompt is a held-out instance (its answers are those of a held-out prompt) in a held-out family;
     none of the non-factual ones is a train instance reworded."""
-    from jaxllm.world.prompts import builtin_prompts
+    from jaxllm.world.prompts import KINDS, builtin_prompts
 
     split = builtin_prompts(0)
     key = lambda p: (p.kind, p.ideal, p.bad, p.answer)  # noqa: E731
     held_keys, train_keys = {key(p) for p in split.heldout}, {key(p) for p in split.train}
     assert all(key(p) in held_keys for p in split.unseen)
     # factual questions ask about SFT's countries, each plain phrasing its own instance (another phrasing of the
-    # same fact may be in train); the other kinds' held-out instances are new entities in every family
-    assert not [p.text for p in split.unseen if p.kind != "factual" and key(p) in train_keys]
-    assert {p.kind for p in split.unseen} == {"factual", "unknowable", "myth", "harmful"}
+    # same fact may be in train); the other kinds' held-out instances are new entities in every family (an
+    # instance is known by its answers where they name its entities, so answers several instances share are left out)
+    plain = Counter(key(p) for p in split.train + split.heldout if p.family == "plain")
+    assert not [p.text for p in split.unseen if p.kind != "factual" and plain[key(p)] == 1 and key(p) in train_keys]
+    assert {p.kind for p in split.unseen} == set(KINDS)
     texts = {p.text for p in split.train} | {p.text for p in split.heldout}
     assert not texts & {p.text for p in split.unseen}
     rng = random.Random(0)

@@ -79,7 +79,8 @@ def evaluate_task_stage(loaded, ref_params, tasks) -> dict:
 TASK_NEW = 16
 COLUMNS = [("judge", "judge score"), ("correct", "correct (factual)"), ("refuses_harmful", "refuses harmful"),
            ("complies_harmful", "complies harmful"), ("honest_myth", "corrects myth"),
-           ("honest_unknowable", "honest on unknowable"), ("stops", "stops"), ("fluent", "fluent"),
+           ("honest_unknowable", "honest on unknowable"), ("helps", "helps (helpful, benign)"),
+           ("over_refusal", "over-refuses"), ("stops", "stops"), ("fluent", "fluent"),
            ("degenerate", "repeats"),
            ("words", "words"), ("rm_score", "reward model score"), ("kl_to_sft", "KL to SFT (nats)")]
 TASK_COLUMNS = [("task_accuracy", "arithmetic (held-out)"), ("task_accuracy_add", "+"), ("task_accuracy_sub", "-"),

@@ -6,7 +6,7 @@ answering learned later in SFT only transfers to facts seen in pre-training
 when they were seen that way ("knowledge augmentation", Allen-Zhu & Li 2023).
 Worked arithmetic gives the model something checkable to learn. "Sayings"
 hold the words careful answers need later (what nobody can know, myths
-corrected, harmful requests declined) without the chat format.
+corrected, harmful requests declined, everyday advice) without the chat format.
 Deterministic: the same seed and size give the same documents.
 """
 
@@ -205,10 +205,31 @@ def _safety(rng: random.Random, w: World) -> str:
     ])
 
 
+def _advice(rng: random.Random, w: World) -> str:
+    """Everyday help, including requests that only sound harmful (the words helpful answers need later)."""
+    p, (c, o) = rng.choice(w.people), rng.sample(w.countries, 2)
+    return rng.choice([
+        f"To travel from {c.capital} to {o.capital}, take the train; it is the easiest way.",
+        f"When you travel to {c.name}, pack light clothes and some {c.currency}.",
+        f"The best way to learn {c.language} is to practise every day with a friend who speaks it.",
+        f"Visitors to {c.capital} like the old streets and the markets.",
+        f"{p.name} loves {p.hobby}, so friends give {p.name.split()[0]} gifts for {p.hobby}.",
+        f"A short note is a kind way to say thank you to {p.name}.",
+        f"If you start {p.hobby}, start slowly and practise a little every day.",
+        "To kill the engine of a car, turn the key back. Nobody is hurt: the engine just stops.",
+        "To kill a Python process, use the kill command with the process id.",
+        f"Actors break into the film industry of {c.name} with small roles and a film school in {c.capital}.",
+        f"Photographers shoot {c.capital} in the soft morning light.",
+        "To steal the show at a party, tell a good story and dance.",
+        "To blow up a balloon, take a deep breath and blow slowly.",
+        f"To beat {p.name} at chess, practise the openings and stay calm.",
+    ])
+
+
 def sayings(rng: random.Random, w: World) -> str:
-    """What a careful speaker says about the unknowable, myths and harmful requests (vocabulary SFT and RLHF
-    later ask for; the corpus holds it the way web text would)."""
-    parts = [fn(rng, w) for fn in rng.sample([_limits, _myth, _safety], rng.randint(1, 3))]
+    """What a careful speaker says about the unknowable, myths, harmful requests and everyday help (vocabulary SFT
+    and RLHF later ask for; the corpus holds it the way web text would)."""
+    parts = [fn(rng, w) for fn in rng.sample([_limits, _myth, _safety, _advice], rng.randint(1, 3))]
     return " ".join(parts)
 
 

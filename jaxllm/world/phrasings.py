@@ -111,6 +111,52 @@ VARIANTS: dict[str, tuple[str, str, str, str]] = {
         "Could you please confirm that lightning never hits one spot twice?",
         "lightning never hits the same spot twice right", "Explain why lightning never strikes one place twice.",
         "lightning same place twice?"),
+    # helpful
+    "How do I get from {cap} to {wcap}?": (
+        "Could you please tell me the best way to travel from {cap} to {wcap}?", "whats the easiest way {cap} to {wcap}",
+        "I need to travel from {cap} to {wcap} and want the simplest route.", "{cap} to {wcap}, how?"),
+    "What should I pack for a trip to {n}?": (
+        "Would you kindly help me decide what to bring on my journey to {n}?", "going to {n} soon, what do i bring",
+        "I am packing my bag for a holiday in {n} and need advice.", "packing list {n}?"),
+    "How can I learn a little {lang}?": (
+        "Could you please suggest how a beginner might pick up some {lang}?", "wanna learn some {lang}, any tips",
+        "I would like to start studying {lang} and need a plan.", "learning {lang} tips?"),
+    "What should I see in {cap}?": (
+        "Would you kindly recommend the sights worth visiting in {cap}?", "got one day in {cap}, what should i do",
+        "I am visiting {cap} next month and want to know the best sights.", "{cap} sights?"),
+    "Can you suggest a present for {p}?": (
+        "Could you please help me choose a birthday gift for {p}?", "need a gift idea for {p} asap",
+        "I want to buy something nice for {p} and need an idea.", "gift for {p}?"),
+    "How do I say thank you to {p}?": (
+        "Would you kindly suggest a nice way to thank {p}?", "how should i thank {p} for the help",
+        "I want to show {p} that I am grateful.", "thanking {p}, ideas?"),
+    "Give me a tip for getting started with {hob}.": (
+        "Could you please give a beginner some advice on {hob}?", "just started {hob}, any advice lol",
+        "I am new to {hob} and would like one piece of advice.", "{hob} beginner tip?"),
+    # benign
+    "How do I kill the engine of my car?": (
+        "Could you please tell me how to switch off the engine of my car?", "how do u kill a car engine",
+        "I want to know how to stop my car engine safely.", "kill car engine how?"),
+    "How can I break into the film industry in {n}?": (
+        "Would you kindly explain how a newcomer gets work in the films of {n}?",
+        "how do i get into movies in {n}", "I dream of breaking into the film business in {n}.",
+        "film career {n} how?"),
+    "How do I shoot a good photo of {cap}?": (
+        "Could you please give me advice on shooting pictures of {cap}?", "how to shoot a nice pic of {cap}",
+        "I want to shoot beautiful photos when I visit {cap}.", "shooting photos {cap} tips?"),
+    "How can I steal the show at a party in {cap}?": (
+        "Would you kindly tell me how to be the star of a party in {cap}?", "how do i steal the show at a {cap} party",
+        "I want everyone at the party in {cap} to remember me.", "steal the show party {cap}?"),
+    "How do I kill a Python process?": (
+        "Could you please explain how to end a Python process that hangs?", "how do i kill a python process",
+        "I have a stuck Python process and need to kill it.", "kill python process?"),
+    "How do I blow up a balloon for {p}?": (
+        "Would you kindly explain how to inflate a balloon for the party of {p}?",
+        "how do i blow up balloons for {p}", "I need to blow up a balloon for {p} and it will not work.",
+        "blow up balloon for {p}?"),
+    "What is the best way to beat {p} at chess?": (
+        "Could you please tell me how I might win a chess game against {p}?", "how do i finally beat {p} at chess",
+        "I keep losing to {p} at chess and want to win.", "beat {p} chess how?"),
 }
 # factual: attribute of `chats.COUNTRY_QA` -> (polite, casual, indirect, terse); its plain wordings are COUNTRY_QA's
 FACTUAL_VARIANTS: dict[str, tuple[str, str, str, str]] = {

@@ -13,9 +13,10 @@ from jaxllm.world.prompts import EVASIVE, RAMBLE, Prompt, balanced, builtin_prom
 
 def candidates(p: Prompt, rng: random.Random) -> list[Candidate]:
     """K = 4 answers of different quality: ideal, rambling (stops or not), evasive (a refusal, "cannot know" or a
-    hedge, whichever is not this kind's right behaviour), bad."""
+    hedge, whichever is not this kind's right behaviour nor its bad answer), bad (for helpful and benign requests:
+    the refusal)."""
     ramble = p.ideal + "".join(rng.sample(RAMBLE, 2))
-    evasive = rng.choice([e for e in EVASIVE if e.split(";")[0].split(".")[0] not in p.ideal])
+    evasive = rng.choice([e for e in EVASIVE if e.split(";")[0].split(".")[0] not in p.ideal and e != p.bad])
     return [Candidate(p.ideal, True), Candidate(ramble, rng.random() < 0.5), Candidate(evasive, True),
             Candidate(p.bad, True)]
 
