@@ -186,8 +186,18 @@ def _myth(rng: random.Random, w: World) -> str:
                            f"Myth or fact? {q} It is a myth. {fix}"])
     c, o = rng.sample(w.countries, 2)
     p, other = rng.sample(w.people, 2)
-    return rng.choice([f"Some people think {o.capital} is the capital of {c.name}. That is not true; the capital of "
-                       f"{c.name} is {c.capital}.",
+    premises = [  # (claim, correction, whether the two values differ): any attribute, corrected "No, <the fact>"
+        (f"{o.capital} is the capital of {c.name}", f"the capital of {c.name} is {c.capital}, not {o.capital}", True),
+        (f"people in {c.name} pay with the {o.currency}",
+         f"the currency of {c.name} is the {c.currency}, not the {o.currency}", o.currency != c.currency),
+        (f"{c.name} is in {o.continent}", f"{c.name} is in {c.continent}, not in {o.continent}",
+         o.continent != c.continent),
+        (f"people in {c.name} speak {o.language}",
+         f"the main language of {c.name} is {c.language}, not {o.language}", o.language != c.language),
+    ]
+    claim, fix, _ = rng.choice([x for x in premises if x[2]])
+    return rng.choice([f"Some people think {claim}. No, {fix}.", f"Is it true that {claim}? No, {fix}.",
+                       f"A common mistake: {claim}. In fact, {fix}.",
                        f"It is wrong to say that {p.name} was born in {other.city}. {p.name} was not born in "
                        f"{other.city}; {p.name} was born in {p.city}."])
 
