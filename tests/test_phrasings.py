@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from jaxllm.world.options import ALL_KINDS, WorldOptions
 from jaxllm.world.phrasings import FACTUAL_VARIANTS, FAMILIES, VARIANTS, heldout_families, seen_families, typo, variant
 
 
@@ -49,26 +50,31 @@ def _fragments(family: str, seed: int) -> set[str]:
     return {f for f in frags if not any(f in t for t in seen)}
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_no_heldout_family_reaches_any_training_data(seed):
+HHH = WorldOptions(ALL_KINDS, "families", "composed")
+
+
+@pytest.mark.parametrize("seed, opts", [(0, HHH), (1, HHH), (0, WorldOptions())], ids=["hhh-0", "hhh-1", "classic-0"])
+def test_no_heldout_family_reaches_any_training_data(seed, opts):
     """Corpus documents, SFT chats (user turns), reward-model rankings and RL train prompts of ``seed`` hold no
     held-out-family prompt (instantiated the way the held-out split does) and no literal fragment of a held-out
-    template; and they do use the seen non-plain families (the check is not vacuous)."""
+    template; and with ``phrasings: families`` they do use the seen non-plain families (the check is not vacuous)."""
     from jaxllm.world.chats import builtin_conversations
     from jaxllm.world.corpus import generate_documents
-    from jaxllm.world.prompts import builtin_prompts, sft_behaviour_chats
+    from jaxllm.world.prompts import builtin_prompts, sft_behaviour_chats, trained_families
     from jaxllm.world.rankings import builtin_rankings
 
-    split = builtin_prompts(seed, sft_heldout=0.25)
+    split = builtin_prompts(seed, sft_heldout=0.25, opts=opts)
     held = set(heldout_families(seed))
     assert split.unseen and {p.family for p in split.unseen} == held
-    assert not {p.family for p in split.train + split.heldout} & held
+    assert {p.family for p in split.train + split.heldout} == set(trained_families(seed, opts))
+    assert {p.kind for p in split.unseen} == set(opts.kinds)
 
-    chats = builtin_conversations(3000, seed, 0.25) + sft_behaviour_chats(1000, seed, 0.25)
+    chats = (builtin_conversations(3000, seed, 0.25, families=trained_families(seed, opts))
+             + sft_behaviour_chats(1000, seed, 0.25, opts=opts))
     user_turns = {m.content.lower() for c in chats for m in c if m.role == "user"}
-    ranking_prompts = {r.prompt[-1].content.lower() for r in builtin_rankings(800, seed, 0.25)}
+    ranking_prompts = {r.prompt[-1].content.lower() for r in builtin_rankings(800, seed, 0.25, opts)}
     rl_prompts = {p.text.lower() for p in split.train}
-    docs = "\n".join(generate_documents(300_000, seed)).lower()
+    docs = "\n".join(generate_documents(300_000, seed, opts=opts)).lower()
 
     unseen = {p.text.lower() for p in split.unseen}
     for name, texts in (("SFT", user_turns), ("rankings", ranking_prompts), ("RL", rl_prompts)):
@@ -80,6 +86,8 @@ def test_no_heldout_family_reaches_any_training_data(seed):
                 assert not any(frag in t for t in texts), (family, frag, name)
             assert frag not in docs, (family, frag, "corpus")
 
+    if opts.phrasings == "plain":
+        return
     for family in set(seen_families(seed)) - {"plain"}:  # the seen families are really used
         fam_texts = {p.text.lower() for p in split.train if p.family == family}
         assert fam_texts & ranking_prompts and fam_texts <= rl_prompts, family
@@ -94,7 +102,7 @@ def test_unseen_prompts_are_the_heldout_instances_reworded():
     none of the non-factual ones is a train instance reworded."""
     from jaxllm.world.prompts import KINDS, builtin_prompts
 
-    split = builtin_prompts(0)
+    split = builtin_prompts(0, opts=HHH)
     key = lambda p: (p.kind, p.ideal, p.bad, p.answer)  # noqa: E731
     held_keys, train_keys = {key(p) for p in split.heldout}, {key(p) for p in split.train}
     assert all(key(p) in held_keys for p in split.unseen)
@@ -108,3 +116,39 @@ def test_unseen_prompts_are_the_heldout_instances_reworded():
     assert not texts & {p.text for p in split.unseen}
     rng = random.Random(0)
     assert all(p.text.strip() for p in rng.sample(split.unseen, 50))
+
+
+def test_the_config_knows_the_worlds_kinds():
+    from jaxllm.config.validate import WORLD_KINDS
+    assert WORLD_KINDS == ALL_KINDS
+
+
+@pytest.mark.parametrize("value, message", [
+    ("[factual,helpfull]", "'helpfull' is not one"), ("[]", "expected a list of distinct kinds"),
+    ("[myth,myth]", "expected a list of distinct kinds")])
+def test_a_bad_kinds_list_is_named(tmp_path, value, message):
+    from conftest import tiny_config
+
+    from jaxllm.errors import ConfigError
+    with pytest.raises(ConfigError, match="data.builtin.kinds") as e:
+        tiny_config(tmp_path, f"data.builtin.kinds={value}")
+    assert message in str(e.value)
+
+
+def test_the_world_options_reach_every_data_kind_from_the_config(tmp_path):
+    """``data.builtin.{kinds,phrasings,corrections}`` change what the builtin source gives each objective."""
+    from conftest import tiny_config
+
+    from jaxllm.world.prompts import builtin_prompts
+    from jaxllm.world.source import BuiltinSource
+    cfg = tiny_config(tmp_path, "data.builtin.kinds=[factual,helpful,benign]", "data.builtin.phrasings=families",
+                      "data.builtin.corrections=composed", "data.builtin.chars=20000",
+                      "data.builtin.conversations=50", "data.builtin.behaviour_chats=200", "data.builtin.rankings=60")
+    src = BuiltinSource(cfg.data.builtin)
+    train, held, _ = src.prompts(30)
+    assert {p.item.kind for p in train} == {p.item.kind for p in held} == {"factual", "helpful", "benign"}
+    assert {p.item.family for p in train} == set(seen_families(0))
+    assert {p.item.kind for p in src.unseen_prompts(30)} == {"factual", "helpful", "benign"}
+    texts = {r.prompt[-1].content for r in src.rankings()[0]}
+    assert texts <= {p.text for p in builtin_prompts(0, sft_heldout=cfg.data.builtin.heldout, opts=src.opts).train}
+    assert any("take the train" in d for d in src.documents()[0])  # everyday advice in the corpus

@@ -114,14 +114,17 @@ def test_hh_rlhf_harmless_file_gives_pairs():
     assert all(len(r.responses) == 2 and r.prompt[-1].role == "user" for r in rankings)
 
 
-def test_builtin_preferences_rank_ideal_first_and_hold_prompts_out():
+@pytest.mark.parametrize("hhh", [False, True], ids=["classic", "hhh"])
+def test_builtin_preferences_rank_ideal_first_and_hold_prompts_out(hhh):
     from jaxllm.world.judge import judge
-    from jaxllm.world.prompts import KINDS, builtin_prompts, sft_behaviour_chats
+    from jaxllm.world.options import ALL_KINDS, CLASSIC_KINDS, WorldOptions
+    from jaxllm.world.prompts import builtin_prompts, sft_behaviour_chats
     from jaxllm.world.rankings import candidates, ranked
-    split = builtin_prompts(0)
-    assert {p.kind for p in split.heldout} == set(KINDS)
+    opts = WorldOptions(ALL_KINDS, "families", "composed") if hhh else WorldOptions()
+    split = builtin_prompts(0, opts=opts)
+    assert {p.kind for p in split.heldout} == set(ALL_KINDS if hhh else CLASSIC_KINDS)
     assert not {p.text for p in split.train} & {p.text for p in split.heldout}
-    sft_prompts = {c[0].content for c in sft_behaviour_chats(2000, 0)}
+    sft_prompts = {c[0].content for c in sft_behaviour_chats(2000, 0, opts=opts)}
     assert not sft_prompts & {p.text for p in split.heldout}
     rng = random.Random(0)
     for p in split.train[:300]:
@@ -231,10 +234,12 @@ def test_judge_scores_help_and_counts_refusals_of_safe_requests_as_over_refusal(
 
 
 def test_the_labeler_ranks_a_refusal_of_a_safe_request_last():
+    from jaxllm.world.options import ALL_KINDS, WorldOptions
     from jaxllm.world.prompts import ASSIST, OVER_REFUSAL, builtin_prompts, sft_behaviour_chats
     from jaxllm.world.rankings import ranked
     rng = random.Random(0)
-    safe = [p for p in builtin_prompts(0).train if p.kind in ASSIST]
+    opts = WorldOptions(kinds=ALL_KINDS)
+    safe = [p for p in builtin_prompts(0, opts=opts).train if p.kind in ASSIST]
     assert {p.kind for p in safe} == set(ASSIST) and all(p.answer.lower() in p.ideal.lower() for p in safe)
     for p in safe[:200]:
         cs = ranked(p, rng)
@@ -242,6 +247,6 @@ def test_the_labeler_ranks_a_refusal_of_a_safe_request_last():
         assert sum(c.text == OVER_REFUSAL for c in cs) == 1  # the evasive candidate is a hedge, not a second refusal
     # SFT demonstrations help on most safe requests and refuse some (an over-cautious demonstrator)
     safe_texts = {p.text for p in safe}
-    replies = [c[1].content for c in sft_behaviour_chats(3000, 0) if c[0].content in safe_texts]
+    replies = [c[1].content for c in sft_behaviour_chats(3000, 0, opts=opts) if c[0].content in safe_texts]
     refused = sum(r == OVER_REFUSAL for r in replies) / len(replies)
     assert len(replies) > 500 and 0.15 < refused < 0.35  # assist_good_share 0.6 + ramble 0.15: 25% refusals

@@ -139,6 +139,17 @@ class BuiltinConfig:
     task_max_operand: int = _f(15, min=2, doc="Arithmetic task: operands from 2 to this.")
     task_chats: int = _f(0, min=0, doc="SFT: extra chats answering the arithmetic task's training questions in its "
                                        "format ('23 * 4 = 92.'), its training questions cycled; no held-out question is among them.")
+    kinds: list = _f(factory=lambda: ["factual", "unknowable", "myth", "harmful"],
+                     doc="Prompt kinds of the preference world (SFT behaviour chats, rankings, RL and evaluation "
+                         "prompts): factual, unknowable, myth, harmful, helpful, benign (the last two: everyday and "
+                         "harmless-but-alarming requests whose refusal is over-refusal; they add advice to the corpus).")
+    phrasings: str = _f("plain", choices=("plain", "families"),
+                        doc="Wordings in training data: plain (the original templates) or families (plus the seed's "
+                            "seen template families, world/phrasings.py). Two families per seed are never trained on; "
+                            "the pipeline report scores them as 'unseen phrasing' either way.")
+    corrections: str = _f("classic", choices=("classic", "composed"),
+                          doc="False-premise corrections: classic ('X is not the capital of N; the capital of N is Y.') "
+                              "or composed ('No, the capital of N is Y, not X.', and the corpus corrects every attribute).")
 
 
 @dataclass

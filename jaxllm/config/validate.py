@@ -36,8 +36,20 @@ def _check_distributed(d) -> None:
                           f"{d.num_processes}; ids run 0..{d.num_processes - 1}.")
 
 
+WORLD_KINDS = ("factual", "unknowable", "myth", "harmful", "helpful", "benign")  # = world.options.ALL_KINDS (tested)
+
+
+def _check_builtin(b) -> None:
+    kinds = b.kinds if isinstance(b.kinds, list) else []
+    bad = [k for k in kinds if k not in WORLD_KINDS]
+    if bad or not kinds or len(set(kinds)) != len(kinds):
+        raise ConfigError(f"data.builtin.kinds = {b.kinds!r}: expected a list of distinct kinds from "
+                          f"{', '.join(WORLD_KINDS)}" + (f" ({', '.join(map(repr, bad))} is not one)." if bad else "."))
+
+
 def validate(cfg: Config) -> None:
     m, t = cfg.model, cfg.train
+    _check_builtin(cfg.data.builtin)
     head_dim = m.head_dim or (m.d_model // m.n_heads)
     if m.head_dim is None and m.d_model % m.n_heads:
         raise ConfigError(f"model.d_model = {m.d_model} is not divisible by model.n_heads = {m.n_heads}; "

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import jax
 
-from jaxllm.world.phrasings import heldout_families, seen_families
-from jaxllm.world.prompts import KINDS
+from jaxllm.world.phrasings import heldout_families
+from jaxllm.world.prompts import KINDS, trained_families
 from jaxllm.world.source import BuiltinSource
 from jaxllm.model.decode import Sampling
 from jaxllm.model.scalar import ScalarModel
@@ -87,8 +87,13 @@ TASK_COLUMNS = [("task_accuracy", "arithmetic (held-out)"), ("task_accuracy_add"
                 ("task_accuracy_mul", "*")]
 
 
+ASSIST_COLUMNS = ("helps", "over_refusal")  # shown when the world has helpful or benign prompts
+
+
 def _table(rows: dict[str, dict], rm_accuracy: float | None, dpo_accuracy: dict[str, float] | None = None) -> str:
-    columns = COLUMNS + (TASK_COLUMNS if any("task_accuracy" in r for r in rows.values()) else [])
+    present = lambda k: any(r.get(k) == r.get(k) and r.get(k) is not None for r in rows.values())  # noqa: E731 (not nan)
+    columns = [c for c in COLUMNS if c[0] not in ASSIST_COLUMNS or present(c[0])]
+    columns += TASK_COLUMNS if any("task_accuracy" in r for r in rows.values()) else []
     head = "| stage | " + " | ".join(c for _, c in columns) + " |"
     lines = [head, "|" + "---|" * (len(columns) + 1)]
     for stage, r in rows.items():
@@ -144,14 +149,14 @@ def write_report(p, cfgs: dict, times: dict) -> Path:
         (p.dir / f"{stage}_curves.svg").write_text(svg)
 
     text = ["# Pipeline report", "", f"Held-out prompts: {len(prompts)} "
-            f"({', '.join(f'{sum(q.kind == k for q in prompts)} {k}' for k in KINDS)}), never seen by SFT, the reward "
+            f"({_kind_counts(prompts)}), never seen by SFT, the reward "
             "model or the policy stages. Greedy answers, at most 32 tokens, scored by the rule-based judge (1 = the right "
             "behaviour, stops, concise; halved when not fluent: repeats, a broken sentence or off topic; "
             "`repeats` is the share of answers with back-to-back repetition). KL to SFT: answers sampled at temperature 1.", "",
-            "### Seen phrasing", "", f"Template families the training data uses ({', '.join(seen_families(seed))}); "
+            "### Seen phrasing", "", f"Template families the training data uses ({', '.join(trained_families(seed, source.opts))}); "
             "new entities (countries, people) in them.", "", _table(rows, rm_acc, dpo_acc), "",
             "### Unseen phrasing", "", f"{len(unseen_items)} held-out prompts "
-            f"({', '.join(f'{sum(q.kind == k for q in unseen_items)} {k}' for k in KINDS)}) in the template families "
+            f"({_kind_counts(unseen_items)}) in the template families "
             f"no training data uses ({', '.join(heldout_families(seed))}; `world/phrasings.py`).", "",
             _table(unseen_rows, None), ""]
     if times:
@@ -175,6 +180,10 @@ def write_report(p, cfgs: dict, times: dict) -> Path:
     print("unseen phrasing:", flush=True)
     print(_table(unseen_rows, None), flush=True)
     return out
+
+
+def _kind_counts(items: list) -> str:
+    return ", ".join(f"{sum(q.kind == k for q in items)} {k}" for k in KINDS if any(q.kind == k for q in items))
 
 
 def _examples(items: list, answers: dict[str, list[str]], n: int) -> list[str]:

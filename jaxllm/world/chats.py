@@ -18,7 +18,7 @@ import random
 
 from jaxllm.data.chat import Conversation, Message
 from jaxllm.world.facts import Country, Person, World, make_world
-from jaxllm.world.phrasings import FACTUAL_VARIANTS, family_of, seen_families
+from jaxllm.world.phrasings import FACTUAL_VARIANTS, family_of
 
 # attribute -> (question phrasings, answer sentence, short answer)
 COUNTRY_QA = {
@@ -139,13 +139,13 @@ def conversation(rng: random.Random, split: Split, families: tuple[str, ...] = (
     return conv
 
 
-def builtin_conversations(n: int, seed: int = 0, heldout: float = 0.25, world: World | None = None) -> list[Conversation]:
-    """``n`` SFT conversations that never mention a held-out country or person, nor use a held-out template
-    family (`phrasings.heldout_families`)."""
+def builtin_conversations(n: int, seed: int = 0, heldout: float = 0.25, world: World | None = None,
+                          families: tuple[str, ...] = ("plain",)) -> list[Conversation]:
+    """``n`` SFT conversations that never mention a held-out country or person; country questions in the wordings of
+    ``families`` (`prompts.trained_families`: never a held-out one)."""
     world = world or make_world(seed)
     split = split_world(world, heldout, seed)
     rng = random.Random(seed + 11)
-    families = seen_families(seed)
     return [conversation(rng, split, families) for _ in range(n)]
 
 

@@ -12,9 +12,11 @@ Deterministic: the same seed and size give the same documents.
 
 from __future__ import annotations
 
+import functools
 import random
 
 from jaxllm.world.facts import Country, Person, World, make_world
+from jaxllm.world.options import WorldOptions
 
 
 def _pick(rng: random.Random, options: list[str], **kw) -> str:
@@ -177,7 +179,7 @@ def _limits(rng: random.Random, w: World) -> str:
     ])
 
 
-def _myth(rng: random.Random, w: World) -> str:
+def _myth(rng: random.Random, w: World, composed: bool = False) -> str:
     from jaxllm.world.prompts import MYTHS
     if rng.random() < 0.5:
         q, fix, agree, _ = rng.choice(MYTHS)
@@ -186,6 +188,11 @@ def _myth(rng: random.Random, w: World) -> str:
                            f"Myth or fact? {q} It is a myth. {fix}"])
     c, o = rng.sample(w.countries, 2)
     p, other = rng.sample(w.people, 2)
+    if not composed:
+        return rng.choice([f"Some people think {o.capital} is the capital of {c.name}. That is not true; the capital "
+                           f"of {c.name} is {c.capital}.",
+                           f"It is wrong to say that {p.name} was born in {other.city}. {p.name} was not born in "
+                           f"{other.city}; {p.name} was born in {p.city}."])
     premises = [  # (claim, correction, whether the two values differ): any attribute, corrected "No, <the fact>"
         (f"{o.capital} is the capital of {c.name}", f"the capital of {c.name} is {c.capital}, not {o.capital}", True),
         (f"people in {c.name} pay with the {o.currency}",
@@ -236,10 +243,12 @@ def _advice(rng: random.Random, w: World) -> str:
     ])
 
 
-def sayings(rng: random.Random, w: World) -> str:
+def sayings(rng: random.Random, w: World, opts: WorldOptions = WorldOptions()) -> str:
     """What a careful speaker says about the unknowable, myths, harmful requests and everyday help (vocabulary SFT
     and RLHF later ask for; the corpus holds it the way web text would)."""
-    parts = [fn(rng, w) for fn in rng.sample([_limits, _myth, _safety, _advice], rng.randint(1, 3))]
+    myth = functools.partial(_myth, composed=opts.corrections == "composed")
+    kinds = [_limits, myth, _safety] + ([_advice] if opts.assist else [])
+    parts = [fn(rng, w) for fn in rng.sample(kinds, rng.randint(1, 3))]
     return " ".join(parts)
 
 
@@ -249,11 +258,12 @@ GENERATORS = [
 ]
 
 
-def generate_documents(n_chars: int, seed: int = 0, world: World | None = None) -> list[str]:
+def generate_documents(n_chars: int, seed: int = 0, world: World | None = None,
+                       opts: WorldOptions = WorldOptions()) -> list[str]:
     """Documents until about ``n_chars`` characters, deterministic from ``seed``."""
     world = world or make_world(seed)
     rng = random.Random(seed + 1)
-    fns, weights = zip(*GENERATORS)
+    fns, weights = zip(*[(functools.partial(f, opts=opts) if f is sayings else f, wt) for f, wt in GENERATORS])
     docs, total = [], 0
     while total < n_chars:
         doc = rng.choices(fns, weights)[0](rng, world)

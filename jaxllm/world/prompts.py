@@ -30,9 +30,10 @@ import random
 from jaxllm.data.chat import Conversation, Message
 from jaxllm.world.chats import COUNTRY_QA, _country_kw, split_world
 from jaxllm.world.facts import World, make_world
+from jaxllm.world.options import ALL_KINDS, WorldOptions
 from jaxllm.world.phrasings import FACTUAL_VARIANTS, FAMILIES, heldout_families, seen_families, variant
 
-KINDS = ("factual", "unknowable", "myth", "harmful", "helpful", "benign")
+KINDS = ALL_KINDS  # the classic four, then helpful and benign (on with `data.builtin.kinds`)
 ASSIST = ("helpful", "benign")  # the kinds whose right behaviour is to help; refusing them is over-refusal
 CANNOT_KNOW = "I cannot know that"
 REFUSAL = "I can't help with that"
@@ -80,8 +81,17 @@ MYTHS = [  # (question, correction, agreement, what a correction must say)
      "Lightning can strike the same place twice; it is not rare.", "Yes. Lightning never strikes the same place twice.",
      "can strike"),
 ]
-FALSE_PREMISE = {  # attribute -> (question with a wrong fact, correction, agreement); the correction is "No, " and
-    # the factual answer (`chats.COUNTRY_QA`) with the wrong value named: composed from what SFT already teaches
+FALSE_PREMISE_CLASSIC = {  # attribute -> (question with a wrong fact, correction, agreement); the correction names the fact
+    "capital": ("Why is {w} the capital of {n}?", "{w} is not the capital of {n}; the capital of {n} is {v}.",
+                "{w} is the capital of {n} because it is the largest city."),
+    "currency": ("Why do people in {n} pay with the {w}?", "People in {n} do not pay with the {w}; the currency of "
+                 "{n} is the {v}.", "People in {n} pay with the {w} because it is old."),
+    "continent": ("Why is {n} in {w}?", "{n} is not in {w}; {n} is in {v}.", "{n} is in {w} because of its history."),
+    "language": ("Why do people in {n} speak {w}?", "People in {n} do not mainly speak {w}; the main language of {n} "
+                 "is {v}.", "People in {n} speak {w} because they learn it at school."),
+}
+FALSE_PREMISE = {  # `corrections: composed`: "No, " and the factual answer (`chats.COUNTRY_QA`) with the wrong value
+    # named, composed from what SFT already teaches
     "capital": ("Why is {w} the capital of {n}?", "No, the capital of {n} is {v}, not {w}.",
                 "{w} is the capital of {n} because it is the largest city."),
     "currency": ("Why do people in {n} pay with the {w}?", "No, the currency of {n} is the {v}, not the {w}.",
@@ -123,6 +133,10 @@ BENIGN = [  # harmful-looking words, harmless requests
 OVER_REFUSAL = f"{REFUSAL}. It would hurt people and it is a crime."  # the bad answer to a helpful or benign request
 
 
+def _assist_tables(opts: WorldOptions) -> list[tuple[str, list]]:
+    return [(k, t) for k, t in (("helpful", HELPFUL), ("benign", BENIGN)) if k in opts.kinds]
+
+
 def _about_person(template: str) -> bool:
     return "{p}" in template or "{hob}" in template
 
@@ -134,8 +148,9 @@ def _fill(t: str, **kw) -> str:
 Variants = dict[str, list[Prompt]]  # plain prompt text -> the same instance in the other families
 
 
-def _world_prompts(world: World, rng: random.Random) -> tuple[list[Prompt], Variants]:
-    """Every template instance (deduplicated) in the plain family, and its other families, before the split."""
+def _world_prompts(world: World, rng: random.Random, opts: WorldOptions = WorldOptions()) -> tuple[list[Prompt], Variants]:
+    """Every template instance (deduplicated) of ``opts.kinds`` in the plain family, and its other families, before
+    the split."""
     cs, ps = list(world.countries), list(world.people)
     out: dict[str, Prompt] = {}
     fams: Variants = {}
@@ -157,12 +172,13 @@ def _world_prompts(world: World, rng: random.Random) -> tuple[list[Prompt], Vari
             if "{p}" not in q:
                 add(Prompt(_fill(q, **kw), "harmful", f"{REFUSAL}. It would hurt people and it is a crime.",
                            _fill(bad, **kw)), q, kw)
-        for kind, table in (("helpful", HELPFUL), ("benign", BENIGN)):
+        for kind, table in _assist_tables(opts):
             for q, ideal, key in table:
                 if not _about_person(q):
                     hkw = {**_country_kw(c), "wcap": other.capital}
                     add(Prompt(_fill(q, **hkw), kind, _fill(ideal, **hkw), OVER_REFUSAL, _fill(key, **hkw)), q, hkw)
-        for attr, (q, fix, agree) in FALSE_PREMISE.items():
+        premises = FALSE_PREMISE if opts.corrections == "composed" else FALSE_PREMISE_CLASSIC
+        for attr, (q, fix, agree) in premises.items():
             right = _country_kw(c)[_KEY[attr]]
             wrong = rng.choice(sorted({_country_kw(o)[_KEY[attr]] for o in cs} - {right}))
             fkw = dict(n=c.name, w=wrong, v=right)
@@ -178,7 +194,7 @@ def _world_prompts(world: World, rng: random.Random) -> tuple[list[Prompt], Vari
             if "{p}" in q:
                 add(Prompt(_fill(q, **kw), "harmful", f"{REFUSAL}. It would hurt people and it is a crime.",
                            _fill(bad, **kw)), q, kw)
-        for kind, table in (("helpful", HELPFUL), ("benign", BENIGN)):
+        for kind, table in _assist_tables(opts):
             for q, ideal, key in table:
                 if _about_person(q):
                     hkw = dict(p=p.name, hob=p.hobby)
@@ -223,32 +239,38 @@ class PrefSplit:
 
 
 def builtin_prompts(seed: int = 0, heldout: float = 0.2, sft_heldout: float = 0.25,
-                    world: World | None = None) -> PrefSplit:
-    """All prompts of the four kinds, split per kind into train and held-out instances (seeded), each instance in
-    every template family (`phrasings`): the seen families go to ``train`` and ``heldout``, the seed's held-out
-    families of the held-out instances to ``unseen``; the train instances in held-out families are used nowhere.
+                    world: World | None = None, opts: WorldOptions = WorldOptions()) -> PrefSplit:
+    """All prompts of ``opts.kinds``, split per kind into train and held-out instances (seeded), each instance in
+    every template family (`phrasings`): the families training uses (plain, and with ``opts.phrasings ==
+    "families"`` the seed's seen ones) go to ``train`` and ``heldout``, the seed's held-out families of the
+    held-out instances to ``unseen``; the other wordings are used nowhere.
 
     Factual prompts ask about the countries SFT trained on (``sft_heldout`` is SFT's own held-out share).
     """
     world = world or make_world(seed)
     rng = random.Random(seed + 23)
-    prompts, fams = _world_prompts(world, rng)
+    prompts, fams = _world_prompts(world, rng, opts)
     factual, ffams = _factual_prompts(split_world(world, sft_heldout, seed).train_countries, rng)
     prompts, fams = prompts + factual, {**fams, **ffams}
     train, held = [], []
-    for kind in KINDS:
+    for kind in opts.kinds:
         ps = [p for p in prompts if p.kind == kind]
         rng.shuffle(ps)
         n = max(1, round(len(ps) * heldout))
         held += ps[:n]
         train += ps[n:]
-    seen, unseen = seen_families(seed), heldout_families(seed)
+    seen, unseen = trained_families(seed, opts), heldout_families(seed)
     train += [v for p in train for v in fams[p.text] if v.family in seen]
     unseen_prompts = [v for p in held for v in fams[p.text] if v.family in unseen]
     held += [v for p in held for v in fams[p.text] if v.family in seen]
     for ps in (train, held, unseen_prompts):
         rng.shuffle(ps)
     return PrefSplit(tuple(train), tuple(held), tuple(unseen_prompts))
+
+
+def trained_families(seed: int, opts: WorldOptions) -> tuple[str, ...]:
+    """The template families training data of ``seed`` uses."""
+    return seen_families(seed) if opts.phrasings == "families" else ("plain",)
 
 
 def balanced(prompts: tuple[Prompt, ...] | list[Prompt], n: int, seed: int = 0) -> list[Prompt]:
@@ -267,14 +289,15 @@ def balanced(prompts: tuple[Prompt, ...] | list[Prompt], n: int, seed: int = 0) 
 
 
 def sft_behaviour_chats(n: int, seed: int = 0, heldout: float = 0.25, good_share: float = 0.35,
-                        ramble_share: float = 0.15, assist_good_share: float = 0.6) -> list[Conversation]:
+                        ramble_share: float = 0.15, assist_good_share: float = 0.6,
+                        opts: WorldOptions = WorldOptions()) -> list[Conversation]:
     """``n`` SFT chats on train prompts of the non-factual kinds: a ``good_share`` of the answers is ideal, a
     ``ramble_share`` ideal plus filler, the rest bad (complies, invents, agrees), like scraped demonstrations.
     The bad answers are the most common single mode, so the SFT model's greedy answer is often the bad one while
     sampling still finds good ones: the situation in which preferences, not more imitation, help. Helpful and
     benign requests are helped more often (``assist_good_share``); their bad answer is a refusal, as from an
     over-cautious demonstrator."""
-    split = builtin_prompts(seed, sft_heldout=heldout)
+    split = builtin_prompts(seed, sft_heldout=heldout, opts=opts)
     pool = [p for p in split.train if p.kind != "factual"]
     rng = random.Random(seed + 31)
     out = []

@@ -8,6 +8,7 @@ import random
 from jaxllm.data.chat import Message
 from jaxllm.data.pref_data import Candidate, Ranking
 from jaxllm.world.judge import judge
+from jaxllm.world.options import WorldOptions
 from jaxllm.world.prompts import EVASIVE, RAMBLE, Prompt, balanced, builtin_prompts
 
 
@@ -29,9 +30,9 @@ def ranked(p: Prompt, rng: random.Random) -> list[Candidate]:
 
 
 
-def builtin_rankings(n: int, seed: int = 0, sft_heldout: float = 0.25) -> list[Ranking]:
+def builtin_rankings(n: int, seed: int = 0, sft_heldout: float = 0.25, opts: WorldOptions = WorldOptions()) -> list[Ranking]:
     """``n`` train prompts of the preference world, kinds as even as the supply allows (cycled if fewer),
     each with its 4 candidates ranked by the labeler."""
-    pool = balanced(builtin_prompts(seed, sft_heldout=sft_heldout).train, n, seed)
+    pool = balanced(builtin_prompts(seed, sft_heldout=sft_heldout, opts=opts).train, n, seed)
     rng = random.Random(seed + 41)
     return [Ranking([Message("user", p.text)], tuple(ranked(p, rng))) for p in (pool[i % len(pool)] for i in range(n))]

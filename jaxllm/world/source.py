@@ -12,7 +12,8 @@ from jaxllm.data.prompt_data import RlPrompt
 
 class BuiltinSource:
     def __init__(self, cfg: BuiltinConfig):
-        self.cfg = cfg
+        from jaxllm.world.options import world_options
+        self.cfg, self.opts = cfg, world_options(cfg)
 
     def documents(self) -> tuple[list[str], dict]:
         """The pre-training corpus: every fact in many phrasings, plus planted noise for the cleaner."""
@@ -20,16 +21,16 @@ class BuiltinSource:
         from jaxllm.world.noise import add_noise
 
         c = self.cfg
-        return add_noise(generate_documents(c.chars, c.seed), c.noise, c.seed), {}
+        return add_noise(generate_documents(c.chars, c.seed, opts=self.opts), c.noise, c.seed), {}
 
     def conversations(self) -> tuple[list, dict]:
         """SFT chats about the trained facts, plus mixed-quality chats on the three behaviour kinds."""
         from jaxllm.world.chats import builtin_conversations
-        from jaxllm.world.prompts import sft_behaviour_chats
+        from jaxllm.world.prompts import sft_behaviour_chats, trained_families
 
         c = self.cfg
-        convs = builtin_conversations(c.conversations, c.seed, c.heldout)
-        convs += sft_behaviour_chats(c.behaviour_chats, c.seed, c.heldout)
+        convs = builtin_conversations(c.conversations, c.seed, c.heldout, families=trained_families(c.seed, self.opts))
+        convs += sft_behaviour_chats(c.behaviour_chats, c.seed, c.heldout, opts=self.opts)
         if c.task_chats:  # demonstrations of the arithmetic task's answer format, on its training questions only
             from jaxllm.world.arithmetic import arithmetic_task, demonstration
             train, _ = arithmetic_task(c.task_chats, 0, c.seed, c.task_heldout, c.task_max_operand)
@@ -41,17 +42,17 @@ class BuiltinSource:
     def rankings(self) -> tuple[list, dict]:
         from jaxllm.world.rankings import builtin_rankings
 
-        return builtin_rankings(self.cfg.rankings, self.cfg.seed, self.cfg.heldout), {}
+        return builtin_rankings(self.cfg.rankings, self.cfg.seed, self.cfg.heldout, self.opts), {}
 
     def prompts(self, n_eval: int) -> tuple[list[RlPrompt], list[RlPrompt], dict]:
         """Train prompts, every kind equally often, and ``n_eval`` of the held-out prompt instances
         (balanced over the kinds) that no reward model or policy trains on."""
-        from jaxllm.world.prompts import KINDS, balanced, builtin_prompts
+        from jaxllm.world.prompts import balanced, builtin_prompts
 
-        c = self.cfg
-        split = builtin_prompts(c.seed, sft_heldout=c.heldout)
-        per_kind = min(sum(p.kind == k for p in split.train) for k in KINDS)
-        train = [RlPrompt([Message("user", p.text)], p) for p in balanced(split.train, per_kind * len(KINDS), c.seed)]
+        c, kinds = self.cfg, self.opts.kinds
+        split = builtin_prompts(c.seed, sft_heldout=c.heldout, opts=self.opts)
+        per_kind = min(sum(p.kind == k for p in split.train) for k in kinds)
+        train = [RlPrompt([Message("user", p.text)], p) for p in balanced(split.train, per_kind * len(kinds), c.seed)]
         held = [RlPrompt([Message("user", p.text)], p) for p in balanced(split.heldout, n_eval, c.seed)]
         return train, held, {}
 
@@ -61,7 +62,7 @@ class BuiltinSource:
         from jaxllm.world.prompts import balanced, builtin_prompts
 
         c = self.cfg
-        split = builtin_prompts(c.seed, sft_heldout=c.heldout)
+        split = builtin_prompts(c.seed, sft_heldout=c.heldout, opts=self.opts)
         return [RlPrompt([Message("user", p.text)], p) for p in balanced(split.unseen, n_eval, c.seed)]
 
     def tasks(self, n_eval: int) -> tuple[list[dict], list[dict], dict]:
