@@ -14,6 +14,7 @@ class BuiltinSource:
     def __init__(self, cfg: BuiltinConfig):
         from jaxllm.world.options import world_options
         self.cfg, self.opts = cfg, world_options(cfg)
+        self._prompt_split = None
 
     def documents(self) -> tuple[list[str], dict]:
         """The pre-training corpus: every fact in many phrasings, plus planted noise for the cleaner."""
@@ -47,22 +48,28 @@ class BuiltinSource:
     def prompts(self, n_eval: int) -> tuple[list[RlPrompt], list[RlPrompt], dict]:
         """Train prompts, every kind equally often, and ``n_eval`` of the held-out prompt instances
         (balanced over the kinds) that no reward model or policy trains on."""
-        from jaxllm.world.prompts import balanced, builtin_prompts
+        from jaxllm.world.prompts import balanced
 
         c, kinds = self.cfg, self.opts.kinds
-        split = builtin_prompts(c.seed, sft_heldout=c.heldout, opts=self.opts)
+        split = self._split()
         per_kind = min(sum(p.kind == k for p in split.train) for k in kinds)
         train = [RlPrompt([Message("user", p.text)], p) for p in balanced(split.train, per_kind * len(kinds), c.seed)]
         held = [RlPrompt([Message("user", p.text)], p) for p in balanced(split.heldout, n_eval, c.seed)]
         return train, held, {}
 
+    def _split(self):
+        """The preference world's prompt split (`prompts.builtin_prompts`), computed once per source."""
+        if self._prompt_split is None:
+            from jaxllm.world.prompts import builtin_prompts
+            self._prompt_split = builtin_prompts(self.cfg.seed, sft_heldout=self.cfg.heldout, opts=self.opts)
+        return self._prompt_split
+
     def unseen_prompts(self, n_eval: int) -> list[RlPrompt]:
         """``n_eval`` held-out prompt instances in the seed's held-out template families (`phrasings`): wordings no
         training data uses, balanced over the kinds."""
-        from jaxllm.world.prompts import balanced, builtin_prompts
+        from jaxllm.world.prompts import balanced
 
-        c = self.cfg
-        split = builtin_prompts(c.seed, sft_heldout=c.heldout, opts=self.opts)
+        c, split = self.cfg, self._split()
         return [RlPrompt([Message("user", p.text)], p) for p in balanced(split.unseen, n_eval, c.seed)]
 
     def tasks(self, n_eval: int) -> tuple[list[dict], list[dict], dict]:
