@@ -13,8 +13,9 @@ required, then any policy stages; PPO needs the reward stage. Stage ``s`` trains
 sft from pretrain, reward and every policy stage from sft (``init_from``), PPO's critic and
 reward model from ``<dir>/reward``; so the stage configs stay usable on their own. A stage
 whose run already reached its ``train.steps`` is skipped; an interrupted one resumes.
-Command-line overrides are ``STAGE.key=value`` (``sft.train.steps=50``) or top-level
-(``dir=...``, ``report.eval_prompts=40``).
+Command-line overrides are ``STAGE.key=value`` (``sft.train.steps=50``), ``all.key=value`` for every stage
+(``all.seed=1 all.data.builtin.seed=1``: a second seed of the whole job) or top-level (``dir=...``,
+``report.eval_prompts=40``).
 """
 
 from __future__ import annotations
@@ -87,14 +88,17 @@ def load_pipeline(path: str, overrides: list[str]) -> PipelineConfig:
         elif head == "distributed" and rest:  # how this process joins the job: the same for every stage
             for s in cfg.stages:
                 cfg.overrides[s].append(o)
+        elif head == "all" and rest:
+            for s in cfg.stages:
+                cfg.overrides[s].append(f"{rest}={value}")
         elif key == "dir":
             cfg.dir = Path(value)
         elif key in ("report.eval_prompts", "report.examples", "report.unseen_prompts"):
             setattr(cfg, rest, int(value))
         else:
             raise ConfigError(f"override {o!r}: use STAGE.key=value with STAGE one of {', '.join(cfg.stages)}, "
-                              "or dir=..., report.eval_prompts=..., report.unseen_prompts=..., report.examples=..., "
-                              "distributed.KEY=...")
+                              "all.key=value for every stage, or dir=..., report.eval_prompts=..., report.unseen_prompts=..., "
+                              "report.examples=..., distributed.KEY=...")
     return cfg
 
 
