@@ -130,6 +130,14 @@ def test_pipeline_config_mistakes_are_named(tmp_path, text, overrides, message):
     assert message in str(e.value)
 
 
+def test_all_overrides_set_every_stage_and_a_later_stage_override_wins():
+    from jaxllm.pipeline.run import load_pipeline, stage_config
+    p = load_pipeline("pipeline/demo", ["all.seed=3", "all.data.builtin.seed=3", "sft.seed=5"])
+    cfgs = {s: stage_config(p, s) for s in ("pretrain", "sft", "reward", "ppo")}
+    assert {s: (c.seed, c.data.builtin.seed) for s, c in cfgs.items()} == {
+        "pretrain": (3, 3), "sft": (5, 3), "reward": (3, 3), "ppo": (3, 3)}
+
+
 def test_a_stage_config_mistake_stops_before_training(tmp_path):
     from jaxllm.pipeline.run import run_pipeline
     path, overrides = _write_pipeline(tmp_path)
