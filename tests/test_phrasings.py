@@ -51,9 +51,11 @@ def _fragments(family: str, seed: int) -> set[str]:
 
 
 HHH = WorldOptions(ALL_KINDS, "families", "composed")
+REWORDED = WorldOptions(ALL_KINDS, "reworded", "composed")
 
 
-@pytest.mark.parametrize("seed, opts", [(0, HHH), (1, HHH), (0, WorldOptions())], ids=["hhh-0", "hhh-1", "classic-0"])
+@pytest.mark.parametrize("seed, opts", [(0, HHH), (1, HHH), (0, WorldOptions()), (0, REWORDED), (1, REWORDED)],
+                         ids=["hhh-0", "hhh-1", "classic-0", "reworded-0", "reworded-1"])
 def test_no_heldout_family_reaches_any_training_data(seed, opts):
     """Corpus documents, SFT chats (user turns), reward-model rankings and RL train prompts of ``seed`` hold no
     held-out-family prompt (instantiated the way the held-out split does) and no literal fragment of a held-out
@@ -88,6 +90,11 @@ def test_no_heldout_family_reaches_any_training_data(seed, opts):
 
     if opts.phrasings == "plain":
         return
+    if opts.phrasings == "reworded":  # and so are the rewordings, in every kind, in SFT, rankings and RL
+        rew = {p.text.lower() for p in split.train if p.family == "reworded"}
+        assert {p.kind for p in split.train if p.family == "reworded"} == set(opts.kinds)
+        assert rew & user_turns and rew & ranking_prompts and rew <= rl_prompts
+        assert any(t.startswith(("tell me what the capital", "do you know which continent")) for t in user_turns)
     for family in set(seen_families(seed)) - {"plain"}:  # the seen families are really used
         fam_texts = {p.text.lower() for p in split.train if p.family == family}
         assert fam_texts & ranking_prompts and fam_texts <= rl_prompts, family

@@ -143,9 +143,10 @@ class BuiltinConfig:
                      doc="Prompt kinds of the preference world (SFT behaviour chats, rankings, RL and evaluation "
                          "prompts): factual, unknowable, myth, harmful, helpful, benign (the last two: everyday and "
                          "harmless-but-alarming requests whose refusal is over-refusal; they add advice to the corpus).")
-    phrasings: str = _f("plain", choices=("plain", "families"),
-                        doc="Wordings in training data: plain (the original templates) or families (plus the seed's "
-                            "seen template families, world/phrasings.py). Two families per seed are never trained on; "
+    phrasings: str = _f("plain", choices=("plain", "families", "reworded"),
+                        doc="Wordings in training data: plain (the original templates), families (plus the seed's "
+                            "seen template families, world/phrasings.py) or reworded (plus training-only rewordings "
+                            "of every request, world/rewordings.py). Two families per seed are never trained on; "
                             "the pipeline report scores them as 'unseen phrasing' either way.")
     corrections: str = _f("classic", choices=("classic", "composed"),
                           doc="False-premise corrections: classic ('X is not the capital of N; the capital of N is Y.') "

@@ -19,6 +19,7 @@ import random
 from jaxllm.data.chat import Conversation, Message
 from jaxllm.world.facts import Country, Person, World, make_world
 from jaxllm.world.phrasings import FACTUAL_VARIANTS, family_of
+from jaxllm.world.rewordings import allowed, wrap
 
 # attribute -> (question phrasings, answer sentence, short answer)
 COUNTRY_QA = {
@@ -86,9 +87,11 @@ def _person_kw(p: Person) -> dict:
     return dict(n=p.name, city=p.city, y=p.year, job=p.profession, hob=p.hobby)
 
 
-def _qa(rng: random.Random, split: Split, heldout: bool = False, families: tuple[str, ...] = ("plain",)) -> Question:
+def _qa(rng: random.Random, split: Split, heldout: bool = False, families: tuple[str, ...] = ("plain",),
+        seed: int = 0) -> Question:
     """A random question about a (train or held-out) country or person; country questions in any wording of
-    ``families`` (`phrasings`), people's in the plain ones."""
+    ``families`` (`phrasings`; ``"reworded"``: also the training-only rewordings of ``seed``), people's in the
+    plain ones."""
     countries = split.heldout_countries if heldout else split.train_countries
     people = split.heldout_people if heldout else split.train_people
     if rng.random() < 0.5 and countries:
@@ -98,8 +101,13 @@ def _qa(rng: random.Random, split: Split, heldout: bool = False, families: tuple
     attr = rng.choice(sorted(table))
     qs, ans, short = table[attr]
     if kind == "country":
-        qs = family_of(families, qs, FACTUAL_VARIANTS[attr])
-    return Question(rng.choice(qs).format(**kw), ans.format(**kw), short.format(**kw), f"{kind}.{attr}")
+        written = family_of(families, qs, FACTUAL_VARIANTS[attr])
+        qs = written + (list(allowed(qs[0], seed, attr)) if "reworded" in families else [])
+        i = rng.randrange(len(qs))
+        q = qs[i] if i < len(written) else wrap(qs[i], seed, rng)
+    else:
+        q = rng.choice(qs)
+    return Question(q.format(**kw), ans.format(**kw), short.format(**kw), f"{kind}.{attr}")
 
 
 def _arithmetic(rng: random.Random) -> tuple[str, str]:
@@ -112,20 +120,20 @@ def _arithmetic(rng: random.Random) -> tuple[str, str]:
     return q, f"{a} {op} {b} = {r}."
 
 
-def conversation(rng: random.Random, split: Split, families: tuple[str, ...] = ("plain",)) -> Conversation:
+def conversation(rng: random.Random, split: Split, families: tuple[str, ...] = ("plain",), seed: int = 0) -> Conversation:
     conv: Conversation = []
     if rng.random() < 0.2:
         conv.append(Message("system", rng.choice(SYSTEM)))
     kind = rng.random()
     if kind < 0.55:  # one question
-        q = _qa(rng, split, families=families)
+        q = _qa(rng, split, families=families, seed=seed)
         conv += [Message("user", q.question), Message("assistant", q.answer)]
     elif kind < 0.85:  # a short multi-turn chat
         if rng.random() < 0.5:
             conv += [Message("user", g) if i == 0 else Message("assistant", g) for i, g in enumerate(rng.choice(GREETINGS))]
         for _ in range(rng.randint(2, 3)):
             if rng.random() < 0.85:
-                q = _qa(rng, split, families=families)
+                q = _qa(rng, split, families=families, seed=seed)
                 conv += [Message("user", q.question), Message("assistant", q.answer)]
             else:
                 q, a = _arithmetic(rng)
@@ -146,7 +154,7 @@ def builtin_conversations(n: int, seed: int = 0, heldout: float = 0.25, world: W
     world = world or make_world(seed)
     split = split_world(world, heldout, seed)
     rng = random.Random(seed + 11)
-    return [conversation(rng, split, families) for _ in range(n)]
+    return [conversation(rng, split, families, seed) for _ in range(n)]
 
 
 def builtin_questions(which: str = "heldout", seed: int = 0, heldout: float = 0.25,

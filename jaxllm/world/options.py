@@ -12,7 +12,7 @@ import dataclasses
 
 CLASSIC_KINDS = ("factual", "unknowable", "myth", "harmful")
 ALL_KINDS = CLASSIC_KINDS + ("helpful", "benign")
-PHRASINGS = ("plain", "families")
+PHRASINGS = ("plain", "families", "reworded")
 CORRECTIONS = ("classic", "composed")
 
 

@@ -32,6 +32,7 @@ from jaxllm.world.chats import COUNTRY_QA, _country_kw, split_world
 from jaxllm.world.facts import World, make_world
 from jaxllm.world.options import ALL_KINDS, WorldOptions
 from jaxllm.world.phrasings import FACTUAL_VARIANTS, FAMILIES, heldout_families, seen_families, variant
+from jaxllm.world.rewordings import reworded
 
 KINDS = ALL_KINDS  # the classic four, then helpful and benign (on with `data.builtin.kinds`)
 ASSIST = ("helpful", "benign")  # the kinds whose right behaviour is to help; refusing them is over-refusal
@@ -146,18 +147,22 @@ def _fill(t: str, **kw) -> str:
 
 
 Variants = dict[str, list[Prompt]]  # plain prompt text -> the same instance in the other families
+Origins = dict[str, tuple[str, dict, str | None]]  # plain prompt text -> (template, slot values, factual attribute)
 
 
-def _world_prompts(world: World, rng: random.Random, opts: WorldOptions = WorldOptions()) -> tuple[list[Prompt], Variants]:
+def _world_prompts(world: World, rng: random.Random, opts: WorldOptions = WorldOptions(),
+                   origins: Origins | None = None) -> tuple[list[Prompt], Variants]:
     """Every template instance (deduplicated) of ``opts.kinds`` in the plain family, and its other families, before
-    the split."""
+    the split; ``origins`` (when given) gets each instance's template and slot values."""
     cs, ps = list(world.countries), list(world.people)
     out: dict[str, Prompt] = {}
     fams: Variants = {}
+    origins = {} if origins is None else origins
 
     def add(p: Prompt, template: str | None = None, kw: dict | None = None):
         if p.text not in out:
             out[p.text] = p
+            origins[p.text] = (template or p.text, kw or {}, None)
             fams[p.text] = [dataclasses.replace(p, text=_fill(variant(template or p.text, f), **(kw or {})), family=f)
                             for f in FAMILIES[1:]]
 
@@ -204,12 +209,13 @@ def _world_prompts(world: World, rng: random.Random, opts: WorldOptions = WorldO
     return list(out.values()), fams
 
 
-def _factual_prompts(countries, rng: random.Random) -> tuple[list[Prompt], Variants]:
+def _factual_prompts(countries, rng: random.Random, origins: Origins | None = None) -> tuple[list[Prompt], Variants]:
     """Every plain phrasing of every question about the given countries, and the other families (the typo of each
     phrasing; the hand-written ones beside the first); the bad answer swaps in another country's value of the same
     attribute. Countries only: the demo-sized model learns their facts in pre-training (people's facts mostly
     not), so a reward model built on it can tell a right answer from a wrong one."""
     out, fams = [], {}
+    origins = {} if origins is None else origins
     for attr, (qs, ans, short) in COUNTRY_QA.items():
         values = sorted({short.format(**_country_kw(c)) for c in countries})
         for c in countries:
@@ -219,6 +225,7 @@ def _factual_prompts(countries, rng: random.Random) -> tuple[list[Prompt], Varia
             for i, q in enumerate(qs):
                 p = Prompt(q.format(**kw), "factual", ans.format(**kw), ans.format(**{**kw, **_swap(attr, wrong)}), right)
                 out.append(p)
+                origins[p.text] = (q, kw, attr)
                 fams[p.text] = [dataclasses.replace(p, text=variant(q, f, FACTUAL_VARIANTS[attr]).format(**kw), family=f)
                                 for f in FAMILIES[1:] if f == "typo" or i == 0]
     return out, fams
@@ -249,8 +256,9 @@ def builtin_prompts(seed: int = 0, heldout: float = 0.2, sft_heldout: float = 0.
     """
     world = world or make_world(seed)
     rng = random.Random(seed + 23)
-    prompts, fams = _world_prompts(world, rng, opts)
-    factual, ffams = _factual_prompts(split_world(world, sft_heldout, seed).train_countries, rng)
+    origins: Origins = {}
+    prompts, fams = _world_prompts(world, rng, opts, origins)
+    factual, ffams = _factual_prompts(split_world(world, sft_heldout, seed).train_countries, rng, origins)
     prompts, fams = prompts + factual, {**fams, **ffams}
     train, held = [], []
     for kind in opts.kinds:
@@ -260,7 +268,9 @@ def builtin_prompts(seed: int = 0, heldout: float = 0.2, sft_heldout: float = 0.
         held += ps[:n]
         train += ps[n:]
     seen, unseen = trained_families(seed, opts), heldout_families(seed)
+    reworded = [_reworded(p, origins[p.text], seed) for p in train] if "reworded" in seen else []
     train += [v for p in train for v in fams[p.text] if v.family in seen]
+    train += [v for vs in reworded for v in vs]
     unseen_prompts = [v for p in held for v in fams[p.text] if v.family in unseen]
     held += [v for p in held for v in fams[p.text] if v.family in seen]
     for ps in (train, held, unseen_prompts):
@@ -268,9 +278,22 @@ def builtin_prompts(seed: int = 0, heldout: float = 0.2, sft_heldout: float = 0.
     return PrefSplit(tuple(train), tuple(held), tuple(unseen_prompts))
 
 
+N_REWORDED = 3  # training-only rewordings per train instance (`phrasings: reworded`)
+
+
+def _reworded(p: Prompt, origin: tuple[str, dict, str | None], seed: int) -> list[Prompt]:
+    """``N_REWORDED`` rewordings (`rewordings`) of the train instance ``p``, seeded by its text."""
+    template, kw, attr = origin
+    words = reworded(template, seed, N_REWORDED, random.Random(f"{seed}:{p.text}"), attr)
+    return [dataclasses.replace(p, text=_fill(w, **kw), family="reworded") for w in words]
+
+
 def trained_families(seed: int, opts: WorldOptions) -> tuple[str, ...]:
-    """The template families training data of ``seed`` uses."""
-    return seen_families(seed) if opts.phrasings == "families" else ("plain",)
+    """The template families training data of ``seed`` uses: plain; with ``phrasings: families`` also the seed's
+    seen families; with ``reworded`` those and the training-only rewordings (``"reworded"``, `rewordings`)."""
+    if opts.phrasings == "plain":
+        return ("plain",)
+    return seen_families(seed) + (("reworded",) if opts.phrasings == "reworded" else ())
 
 
 def balanced(prompts: tuple[Prompt, ...] | list[Prompt], n: int, seed: int = 0) -> list[Prompt]:
