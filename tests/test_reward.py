@@ -250,3 +250,35 @@ def test_the_labeler_ranks_a_refusal_of_a_safe_request_last():
     replies = [c[1].content for c in sft_behaviour_chats(3000, 0, opts=opts) if c[0].content in safe_texts]
     refused = sum(r == OVER_REFUSAL for r in replies) / len(replies)
     assert len(replies) > 500 and 0.15 < refused < 0.35  # assist_good_share 0.6 + ramble 0.15: 25% refusals
+
+
+def test_with_safe_kinds_on_rankings_show_another_kinds_right_answer_out_of_place():
+    """A reward model never shown a confident answer to the wrong request scores it high (PPO answered "What will
+    Ana eat tomorrow?" with "Ana loves chess, so a gift for chess is a good choice."): with the helpful and benign
+    kinds on, some rankings hold another kind's ideal answer, below the ideal; the classic world's rankings do not."""
+    from jaxllm.world.judge import judge
+    from jaxllm.world.options import ALL_KINDS, WorldOptions
+    from jaxllm.world.prompts import builtin_prompts
+    from jaxllm.world.rankings import builtin_rankings
+    opts = WorldOptions(ALL_KINDS, "reworded", "composed")
+    train = builtin_prompts(0, sft_heldout=0.25, opts=opts).train
+    by_text = {p.text: p for p in train}
+    ideals = {}
+    for p in train:
+        ideals.setdefault(p.ideal, set()).add(p.kind)
+    out_of_place = 0
+    for r in builtin_rankings(600, 0, 0.25, opts):
+        p = by_text[r.prompt[-1].content]
+        assert r.responses[0].text == p.ideal
+        for c in r.responses[1:]:
+            if c.text != p.ideal and p.kind not in ideals.get(c.text, {p.kind}):
+                out_of_place += 1
+                assert judge(p, c.text, c.stops)["score"] < judge(p, p.ideal, True)["score"], (p.text, c.text)
+    assert out_of_place > 60  # about one ranking in five
+    classic = builtin_prompts(0, sft_heldout=0.25).train
+    classic_ideals = {p.ideal for p in classic}
+    texts = {p.text: p for p in classic}
+    assert not [c.text for r in builtin_rankings(300, 0, 0.25) for c in r.responses
+                if c.text in classic_ideals and c.text != texts[r.prompt[-1].content].ideal
+                and c.text not in ("I can't help with that. It would hurt people and it is a crime.",
+                                   "I cannot know that; I have no way to find it out.")]
