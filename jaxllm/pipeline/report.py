@@ -153,7 +153,7 @@ def write_report(p, cfgs: dict, times: dict) -> Path:
             "model or the policy stages. Greedy answers, at most 32 tokens, scored by the rule-based judge (1 = the right "
             "behaviour, stops, concise; halved when not fluent: repeats, a broken sentence or off topic; "
             "`repeats` is the share of answers with back-to-back repetition). KL to SFT: answers sampled at temperature 1.", "",
-            "### Seen phrasing", "", f"Template families the training data uses ({', '.join(trained_families(seed, source.opts))}); "
+            "### Seen phrasing", "", f"Template families the training data uses ({_scored(seed, source.opts)}); "
             "new entities (countries, people) in them.", "", _table(rows, rm_acc, dpo_acc), "",
             "### Unseen phrasing", "", f"{len(unseen_items)} held-out prompts "
             f"({_kind_counts(unseen_items)}) in the template families "
@@ -180,6 +180,13 @@ def write_report(p, cfgs: dict, times: dict) -> Path:
     print("unseen phrasing:", flush=True)
     print(_table(unseen_rows, None), flush=True)
     return out
+
+
+def _scored(seed: int, opts) -> str:
+    """The trained families the seen-phrasing table scores (the training-only rewordings are never evaluated)."""
+    fams = trained_families(seed, opts)
+    named = ", ".join(f for f in fams if f != "reworded")
+    return named + ("; the training-only rewordings are not scored" if "reworded" in fams else "")
 
 
 def _kind_counts(items: list) -> str:
