@@ -1,8 +1,8 @@
 """Which world to generate: the switches of `data.builtin` that change prompts, chats, rankings and the corpus.
 
 The defaults are the classic world (four kinds, plain wording in training, corrections that restate the premise);
-``kinds``, ``phrasings: families`` and ``corrections: composed`` add the helpful and benign kinds, train on the
-seed's seen template families (`phrasings`) and correct false premises with "No, " and the factual answer. The
+``kinds``, ``phrasings: families`` (or ``reworded``) and ``corrections: composed`` add the helpful and benign kinds,
+train on the seed's seen template families (`phrasings`; and on training-only rewordings, `rewordings`) and correct false premises with "No, " and the factual answer. The
 report always scores the seed's held-out families ("unseen phrasing"), whatever the training data used.
 """
 
@@ -19,7 +19,8 @@ CORRECTIONS = ("classic", "composed")
 @dataclasses.dataclass(frozen=True)
 class WorldOptions:
     kinds: tuple[str, ...] = CLASSIC_KINDS
-    phrasings: str = "plain"        # plain: training data in the plain wording; families: plus the seed's seen families
+    phrasings: str = "plain"        # plain: training data in the plain wording; families: plus the seed's seen families;
+                                    # reworded: plus training-only rewordings (`rewordings`)
     corrections: str = "classic"    # classic: "X is not the capital of N; the capital of N is Y."; composed: "No, ..."
 
     @property
