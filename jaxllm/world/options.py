@@ -2,8 +2,9 @@
 
 The defaults are the classic world (four kinds, plain wording in training, corrections that restate the premise);
 ``kinds``, ``phrasings: families`` (or ``reworded``) and ``corrections: composed`` add the helpful and benign kinds,
-train on the seed's seen template families (`phrasings`; and on training-only rewordings, `rewordings`) and correct false premises with "No, " and the factual answer. The
-report always scores the seed's held-out families ("unseen phrasing"), whatever the training data used.
+train on the seed's seen template families (`phrasings`; ``reworded``: and on training-only rewordings,
+`rewordings`) and correct false premises with "No, " and the factual answer. The report always scores the seed's
+held-out families ("unseen phrasing"), whatever the training data used.
 """
 
 from __future__ import annotations
