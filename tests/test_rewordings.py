@@ -21,7 +21,7 @@ def test_every_request_has_rewordings_with_its_slots():
             assert set(re.findall(r"\{\w+\}", w)) == slots, (plain, w)
         assert len(allowed(plain, 0)) >= 10, plain  # many wordings, not a handful
     for attr in COUNTRY_QA:
-        assert all(re.findall(r"\{\w+\}", w) == ["{n}"] for w in allowed("", 0, attr))
+        assert all(re.findall(r"\{\w+\}", w) == ["{n}"] for w in allowed(attr, 0))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 3])
@@ -57,7 +57,7 @@ def test_no_allowed_or_wrapped_rewording_leaks(seed):
         assert allowed(plain, seed) and not [w for w in allowed(plain, seed) if leaks(w, seed)]
         assert not [w for w in reworded(plain, seed, 20, rng) if leaks(w, seed)]
     for attr in COUNTRY_QA:
-        assert allowed("", seed, attr) and not [w for w in allowed("", seed, attr) if leaks(w, seed)]
+        assert allowed(attr, seed) and not [w for w in allowed(attr, seed) if leaks(w, seed)]
     assert not [x for x in OPENERS + CLOSERS if x.strip()[-1] not in ".:"]
 
 

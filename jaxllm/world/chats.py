@@ -102,7 +102,7 @@ def _qa(rng: random.Random, split: Split, heldout: bool = False, families: tuple
     qs, ans, short = table[attr]
     if kind == "country":
         written = family_of(families, qs, FACTUAL_VARIANTS[attr])
-        qs = written + (list(allowed(qs[0], seed, attr)) if "reworded" in families else [])
+        qs = written + (list(allowed(attr, seed)) if "reworded" in families else [])
         i = rng.randrange(len(qs))
         q = qs[i] if i < len(written) else wrap(qs[i], seed, rng)
     else:

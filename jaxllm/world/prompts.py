@@ -147,22 +147,20 @@ def _fill(t: str, **kw) -> str:
 
 
 Variants = dict[str, list[Prompt]]  # plain prompt text -> the same instance in the other families
-Origins = dict[str, tuple[str, dict, str | None]]  # plain prompt text -> (template, slot values, factual attribute)
+Origins = dict[str, tuple[str, dict]]  # plain prompt text -> (its request: template or factual attribute, slot values)
 
 
-def _world_prompts(world: World, rng: random.Random, opts: WorldOptions = WorldOptions(),
-                   origins: Origins | None = None) -> tuple[list[Prompt], Variants]:
+def _world_prompts(world: World, rng: random.Random, opts: WorldOptions, origins: Origins) -> tuple[list[Prompt], Variants]:
     """Every template instance (deduplicated) of ``opts.kinds`` in the plain family, and its other families, before
-    the split; ``origins`` (when given) gets each instance's template and slot values."""
+    the split; ``origins`` gets each instance's template and slot values."""
     cs, ps = list(world.countries), list(world.people)
     out: dict[str, Prompt] = {}
     fams: Variants = {}
-    origins = {} if origins is None else origins
 
     def add(p: Prompt, template: str | None = None, kw: dict | None = None):
         if p.text not in out:
             out[p.text] = p
-            origins[p.text] = (template or p.text, kw or {}, None)
+            origins[p.text] = (template or p.text, kw or {})
             fams[p.text] = [dataclasses.replace(p, text=_fill(variant(template or p.text, f), **(kw or {})), family=f)
                             for f in FAMILIES[1:]]
 
@@ -209,13 +207,12 @@ def _world_prompts(world: World, rng: random.Random, opts: WorldOptions = WorldO
     return list(out.values()), fams
 
 
-def _factual_prompts(countries, rng: random.Random, origins: Origins | None = None) -> tuple[list[Prompt], Variants]:
+def _factual_prompts(countries, rng: random.Random, origins: Origins) -> tuple[list[Prompt], Variants]:
     """Every plain phrasing of every question about the given countries, and the other families (the typo of each
     phrasing; the hand-written ones beside the first); the bad answer swaps in another country's value of the same
     attribute. Countries only: the demo-sized model learns their facts in pre-training (people's facts mostly
     not), so a reward model built on it can tell a right answer from a wrong one."""
     out, fams = [], {}
-    origins = {} if origins is None else origins
     for attr, (qs, ans, short) in COUNTRY_QA.items():
         values = sorted({short.format(**_country_kw(c)) for c in countries})
         for c in countries:
@@ -225,7 +222,7 @@ def _factual_prompts(countries, rng: random.Random, origins: Origins | None = No
             for i, q in enumerate(qs):
                 p = Prompt(q.format(**kw), "factual", ans.format(**kw), ans.format(**{**kw, **_swap(attr, wrong)}), right)
                 out.append(p)
-                origins[p.text] = (q, kw, attr)
+                origins[p.text] = (attr, kw)
                 fams[p.text] = [dataclasses.replace(p, text=variant(q, f, FACTUAL_VARIANTS[attr]).format(**kw), family=f)
                                 for f in FAMILIES[1:] if f == "typo" or i == 0]
     return out, fams
@@ -281,10 +278,10 @@ def builtin_prompts(seed: int = 0, heldout: float = 0.2, sft_heldout: float = 0.
 N_REWORDED = 3  # training-only rewordings per train instance (`phrasings: reworded`)
 
 
-def _reworded(p: Prompt, origin: tuple[str, dict, str | None], seed: int) -> list[Prompt]:
+def _reworded(p: Prompt, origin: tuple[str, dict], seed: int) -> list[Prompt]:
     """``N_REWORDED`` rewordings (`rewordings`) of the train instance ``p``, seeded by its text."""
-    template, kw, attr = origin
-    words = reworded(template, seed, N_REWORDED, random.Random(f"{seed}:{p.text}"), attr)
+    request, kw = origin
+    words = reworded(request, seed, N_REWORDED, random.Random(f"{seed}:{p.text}"))
     return [dataclasses.replace(p, text=_fill(w, **kw), family="reworded") for w in words]
 
 

@@ -247,12 +247,11 @@ def leaks(template: str, seed: int) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def allowed(plain: str, seed: int, factual_attr: str | None = None) -> tuple[str, ...]:
-    """The bare rewordings of ``plain`` (or of the factual attribute ``factual_attr``) that no held-out family of
-    ``seed`` would recognise (`leaks`)."""
-    key = factual_attr or plain
-    ask, about = FACTUAL_REWORDINGS[key] if factual_attr else REWORDINGS[key]
-    return tuple(w for w in wordings(ask, about, FRONTED[key]) if not leaks(w, seed))
+def allowed(request: str, seed: int) -> tuple[str, ...]:
+    """The bare rewordings of ``request`` (a plain template, or a factual attribute of `chats.COUNTRY_QA`) that no
+    held-out family of ``seed`` would recognise (`leaks`)."""
+    ask, about = REWORDINGS[request] if request in REWORDINGS else FACTUAL_REWORDINGS[request]
+    return tuple(w for w in wordings(ask, about, FRONTED[request]) if not leaks(w, seed))
 
 
 def wrap(wording: str, seed: int, rng: random.Random) -> str:
@@ -266,8 +265,8 @@ def wrap(wording: str, seed: int, rng: random.Random) -> str:
     return wording if leaks(out, seed) else out
 
 
-def reworded(plain: str, seed: int, n: int, rng: random.Random, factual_attr: str | None = None) -> list[str]:
-    """``n`` distinct rewordings (templates, slots unfilled) of the request ``plain``, drawn with ``rng`` and
-    wrapped (`wrap`); none leaks a held-out family of ``seed``."""
-    pool = allowed(plain, seed, factual_attr)
+def reworded(request: str, seed: int, n: int, rng: random.Random) -> list[str]:
+    """``n`` distinct rewordings (templates, slots unfilled) of ``request`` (as in `allowed`), drawn with ``rng``
+    and wrapped (`wrap`); none leaks a held-out family of ``seed``."""
+    pool = allowed(request, seed)
     return [wrap(w, seed, rng) for w in rng.sample(pool, min(n, len(pool)))]
