@@ -1,5 +1,3 @@
-import sys
+from jaxllm.cli import run
 
-from jaxllm.cli import main
-
-sys.exit(main())
+run()

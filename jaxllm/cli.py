@@ -554,5 +554,13 @@ def main(argv: list[str] | None = None) -> int:
         return _stop(f"{type(e).__name__}: {e}", 1, e)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The ``jaxllm`` program: `main` under the malloc settings of `jaxllm.hostmem` (a CPU-only host)."""
+    from jaxllm.hostmem import reexec_if_wanted
+
+    reexec_if_wanted()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -45,11 +45,11 @@ def _table(report: str, section: int = 0) -> dict[str, dict[str, float]]:
 @pytest.mark.slow
 def test_pipeline_pretrain_sft_reward_ppo(tmp_path):
     runs = tmp_path / "runs"
-    # pipeline/demo with a shorter reward model (200 -> 100 steps), PPO evaluated every 40 steps (was 20) and fewer
-    # report prompts, to keep CI short. SFT keeps its 600 steps: from a 300-step SFT, PPO's held-out judge fell
+    # pipeline/demo with a shorter reward model (200 -> 100 steps), PPO evaluated at its start and end only (the demo:
+    # every 20 steps) and fewer report prompts, to keep CI short. SFT keeps its 600 steps: from a 300-step SFT, PPO's held-out judge fell
     # after step 40 (reward-hacking verdict) and refusals of harmful requests went 0.75 -> 0.35.
     out = _cli(["pipeline", "pipeline/demo", f"dir={runs}", "report.eval_prompts=120", "report.unseen_prompts=60",
-                "reward.train.steps=100", "reward.train.eval_every=50", "ppo.train.eval_every=40"]
+                "reward.train.steps=100", "reward.train.eval_every=50", "ppo.train.eval_every=80"]
                + [f"{s}.train.progress=off" for s in ("pretrain", "sft", "reward", "ppo")])
     assert "tok/s" in out and "mfu" in out and "report written" in out
     rows = [json.loads(line) for line in (runs / "pretrain" / "metrics.jsonl").read_text().splitlines()]
