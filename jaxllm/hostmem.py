@@ -4,8 +4,9 @@ XLA:CPU allocates each execution's temporaries in one block (the demo's train st
 a block that large with ``mmap`` and unmaps it when the step ends, so every step faults its temporaries back
 in page by page: 65k page faults per step, 18% of the process's CPU time spent in the kernel (measured on
 the 2-core CI VM, JAX 0.10.2). One malloc arena that never maps big blocks separately and never trims keeps
-the block for the next step: 10x fewer page faults, 12-17% less CPU time per training step, at the price of
-a resident size that stays at its peak (the demo's SFT: 1.0 -> 2.0 GB). docs/PERFORMANCE.md has the figures.
+the block for the next step: 10x fewer page faults and about 13% less CPU time per training step of a lone
+run, at the price of a resident size that stays at its peak (the demo's SFT: 1.0 -> 2.0 GB).
+docs/PERFORMANCE.md has the figures.
 
 glibc reads these settings only when a process starts, hence the re-exec. It is skipped where a GPU or TPU
 is present or named (``JAX_PLATFORMS``), where the user already set ``GLIBC_TUNABLES`` or a ``MALLOC_*``

@@ -10,8 +10,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="jaxllm-test-xla-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
-# The malloc settings `jaxllm` applies to itself on a CPU-only host (jaxllm/hostmem.py: 12-17% less CPU per
-# train step), for the pytest workers (started after the controller loads this file) and every subprocess.
+# The malloc settings every `jaxllm` command gives itself on a CPU-only host (jaxllm/hostmem.py), set here for
+# the pytest workers (started after the controller loads this file) and every subprocess: in-process tests run
+# as the command does, and subprocesses need no restart.
 if "GLIBC_TUNABLES" not in os.environ and "JAXLLM_MALLOC" not in os.environ:
     from jaxllm.hostmem import tuned_env  # noqa: E402
 
