@@ -10,13 +10,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="jaxllm-test-xla-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
-# The malloc settings every `jaxllm` command gives itself on a CPU-only host (jaxllm/hostmem.py), set here for
-# the pytest workers (started after the controller loads this file) and every subprocess: in-process tests run
-# as the command does, and subprocesses need no restart.
-if "GLIBC_TUNABLES" not in os.environ and "JAXLLM_MALLOC" not in os.environ:
-    from jaxllm.hostmem import tuned_env  # noqa: E402
-
-    os.environ.update(tuned_env(os.environ))
+# glibc's malloc defaults for the workers and every subprocess: the settings the `jaxllm` command gives itself
+# on a CPU-only host (jaxllm/hostmem.py; tests/test_hostmem.py tests them) cost the suite user time, with two
+# workers sharing two cores (quick tier from a clean clone, 2026-12-06: 369 s with them, 345 s without).
+os.environ.setdefault("JAXLLM_MALLOC", "system")
 
 from pathlib import Path  # noqa: E402
 
