@@ -26,6 +26,13 @@ LLAMA = dict(vocab_size=41, hidden_size=32, intermediate_size=40, num_hidden_lay
              max_position_embeddings=64)
 LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                   "original_max_position_embeddings": 16}
+QWEN = dict(vocab_size=43, hidden_size=36, intermediate_size=44, num_hidden_layers=2, num_attention_heads=6,
+            max_position_embeddings=64, tie_word_embeddings=False)
+# Gemma 2 at odd sizes: 3 layers (local, global, local), window 6, head_dim 10 apart from hidden/heads, a query
+# scale apart from head_dim and soft-caps small enough to bite on std-0.2 weights
+GEMMA2 = dict(vocab_size=47, hidden_size=28, intermediate_size=44, num_hidden_layers=3, num_attention_heads=4,
+              num_key_value_heads=2, head_dim=10, query_pre_attn_scalar=12, sliding_window=6, max_position_embeddings=64,
+              attn_logit_softcapping=3.0, final_logit_softcapping=5.0)
 GPT2 = dict(vocab_size=37, n_embd=24, n_layer=2, n_head=3, n_positions=32, bos_token_id=0, eos_token_id=1)
 CASES = {
     "gpt2": lambda: tf.GPT2LMHeadModel(tf.GPT2Config(**GPT2)),
@@ -36,6 +43,14 @@ CASES = {
     "llama-linear-rope-head-dim": lambda: tf.LlamaForCausalLM(tf.LlamaConfig(
         **LLAMA, head_dim=12, rope_scaling={"rope_type": "linear", "factor": 4.0})),
     "mistral": lambda: tf.MistralForCausalLM(tf.MistralConfig(**LLAMA, num_key_value_heads=2, sliding_window=None)),
+    "mistral-window": lambda: tf.MistralForCausalLM(tf.MistralConfig(**LLAMA, num_key_value_heads=2, sliding_window=7)),
+    "llama-attention-mlp-bias": lambda: tf.LlamaForCausalLM(tf.LlamaConfig(**LLAMA, attention_bias=True, mlp_bias=True)),
+    "qwen2": lambda: tf.Qwen2ForCausalLM(tf.Qwen2Config(**QWEN, num_key_value_heads=2, rope_theta=1e6)),
+    "qwen2-tied": lambda: tf.Qwen2ForCausalLM(tf.Qwen2Config(**{**QWEN, "tie_word_embeddings": True}, num_key_value_heads=1)),
+    "qwen3": lambda: tf.Qwen3ForCausalLM(tf.Qwen3Config(**QWEN, num_key_value_heads=2, head_dim=10)),
+    "qwen3-window": lambda: tf.Qwen3ForCausalLM(tf.Qwen3Config(**QWEN, num_key_value_heads=3, head_dim=10, use_sliding_window=True,
+                                                               sliding_window=5, max_window_layers=0)),
+    "gemma2": lambda: tf.Gemma2ForCausalLM(tf.Gemma2Config(**GEMMA2)),
 }
 
 
@@ -48,6 +63,7 @@ def _hf_model(name, tmp_path, std=0.2):
     m.eval()
     d = tmp_path / name
     m.save_pretrained(d)
+    m.set_attn_implementation("eager")  # the reference; transformers' SDPA path breaks on Qwen3 sliding windows
     return m, d
 
 
@@ -83,6 +99,24 @@ def test_rope_scaling_is_what_makes_the_llama3_model_match(tmp_path):
     assert np.abs(got - _hf_logits(m, tokens)).max() > 1e-2
 
 
+@pytest.mark.parametrize("name,change", [("mistral-window", {"sliding_window": 0}), ("gemma2", {"global_every": 0}),
+                                         ("gemma2", {"attn_softcap": 0.0}), ("gemma2", {"final_softcap": 0.0}),
+                                         ("qwen3", {"qk_norm": False})])
+def test_each_family_choice_is_what_makes_the_model_match(name, change, tmp_path):
+    """Negative controls: dropping one choice (the window, the global layers, a soft-cap, the q/k norms) gives
+    different logits, so the parity above exercises it. ``qk_norm`` off needs its scales gone too."""
+    m, d = _hf_model(name, tmp_path)
+    tokens = np.random.default_rng(1).integers(0, m.config.vocab_size, (1, 30))
+    spec, model, params = _load(d)
+    if change.get("qk_norm") is False:
+        params = jax.tree_util.tree_map(lambda a: a, params)
+        for k in ("q_norm", "k_norm"):
+            params["blocks"]["attn"].pop(k)
+    import dataclasses
+    got = np.asarray(Transformer(dataclasses.replace(spec, **change)).apply({"params": params}, jnp.asarray(tokens)))
+    assert np.abs(got - _hf_logits(m, tokens)).max() > 1e-2
+
+
 @pytest.mark.parametrize("name", ["gpt2", "llama-gqa"])
 def test_bfloat16_compute_stays_within_a_kl_bound(name, tmp_path):
     """bf16 compute (float32 parameters): mean KL(transformers fp32 || jaxllm bf16) per token below 1e-3."""
@@ -96,7 +130,8 @@ def test_bfloat16_compute_stays_within_a_kl_bound(name, tmp_path):
     assert 0 < kl < 1e-3, kl
 
 
-@pytest.mark.parametrize("name", ["gpt2", "gpt2-untied", "llama-gqa", "llama-tied-mqa-llama3-rope"])
+@pytest.mark.parametrize("name", ["gpt2", "gpt2-untied", "llama-gqa", "llama-tied-mqa-llama3-rope", "mistral-window",
+                                  "llama-attention-mlp-bias", "qwen2", "qwen2-tied", "qwen3", "qwen3-window", "gemma2"])
 def test_round_trip_through_a_jaxllm_run_gives_identical_tensors(name, tmp_path):
     m, d = _hf_model(name, tmp_path)
     lines = from_hf(d, tmp_path / "run")
@@ -115,7 +150,7 @@ def test_round_trip_through_a_jaxllm_run_gives_identical_tensors(name, tmp_path)
         np.testing.assert_array_equal(ours[k], theirs[k])
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama-gqa"])
+@pytest.mark.parametrize("name", ["gpt2", "llama-gqa", "qwen3-window", "gemma2"])
 def test_greedy_generation_equals_transformers_generate(name, tmp_path):
     m, d = _hf_model(name, tmp_path, std=0.3)
     spec, model, params = _load(d)
@@ -317,3 +352,30 @@ def test_bfloat16_files_in_and_out(tmp_path):
     back = tf.AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.bfloat16)
     for k, v in m.state_dict().items():
         assert torch.equal(back.state_dict()[k], v), k
+
+
+def test_unsupported_architectures_and_choices_name_themselves():
+    """Config-level refusals, both ways: the model type (listing the supported ones), a layer pattern, an
+    activation, and an export whose choices the Hugging Face class cannot express."""
+    import dataclasses
+
+    from jaxllm.interop.hf import hf_config_from_spec, model_config_from_hf
+    from jaxllm.model import resolve_spec
+
+    with pytest.raises(UserError, match=r"model_type 'phi3' is not supported \(architectures: Phi3ForCausalLM\); "
+                                        r"jaxllm converts model_type gpt2, llama, mistral, qwen2, qwen3, gemma2"):
+        model_config_from_hf({"model_type": "phi3", "architectures": ["Phi3ForCausalLM"]})
+    gemma = dict(model_type="gemma2", hidden_size=8, num_attention_heads=2, num_hidden_layers=3, intermediate_size=8,
+                 vocab_size=10, max_position_embeddings=16, sliding_window=4)
+    with pytest.raises(UserError, match=r"layer_types \['full_attention', 'sliding_attention', 'sliding_attention'\] "
+                                        "is not a pattern jaxllm supports"):
+        model_config_from_hf({**gemma, "layer_types": ["full_attention", "sliding_attention", "sliding_attention"]})
+    with pytest.raises(UserError, match="hidden_activation 'gelu' is not supported for gemma2"):
+        model_config_from_hf({**gemma, "hidden_activation": "gelu"})
+    cfg = model_config_from_hf(gemma)
+    assert (cfg.sliding_window, cfg.global_every) == (4, 2)  # Gemma 2's default: local, global, local
+    qwen = resolve_spec(model_config_from_hf({**gemma, "model_type": "qwen2"}), backend="cpu")
+    with pytest.raises(UserError, match="a qwen2 model with qkv_bias=True, out_bias=True, mlp_bias=False has no"):
+        hf_config_from_spec(dataclasses.replace(qwen, out_bias=True))
+    with pytest.raises(UserError, match="attn_softcap/final_softcap/query_pre_attn_scalar are Gemma's"):
+        hf_config_from_spec(dataclasses.replace(qwen, final_softcap=30.0))

@@ -30,8 +30,10 @@ class RunConfig:
 
 @dataclass
 class ModelConfig:
-    family: str = _f("gpt2", choices=("gpt2", "llama"),  # = model.families.FAMILIES (a test checks)
-                     doc="gpt2: LayerNorm, learned positions, GELU MLP, tied head; llama: RMSNorm, RoPE, SwiGLU, GQA.")
+    family: str = _f("gpt2", choices=("gpt2", "llama", "qwen2", "qwen3", "gemma2"),  # = model.families.FAMILIES (a test checks)
+                     doc="gpt2: LayerNorm, learned positions, GELU MLP, tied head; llama: RMSNorm, RoPE, SwiGLU, GQA "
+                         "(also Mistral); qwen2: llama with q/k/v biases; qwen3: llama with per-head q/k RMSNorm; "
+                         "gemma2: (1+w) RMSNorm, pre- and post-norms, GeGLU, embeddings times sqrt(d_model), tied head.")
     vocab_size: Optional[int] = _f(None, min=8, doc="Embedding rows; null = tokenizer size rounded up to vocab_multiple.")
     vocab_multiple: int = _f(128, min=1, doc="Round a tokenizer-derived vocab up to this multiple (faster matmuls).")
     n_layers: int = _f(4, min=1, doc="Transformer blocks.")
@@ -52,6 +54,17 @@ class ModelConfig:
     rope_original_max_len: int = _f(8192, min=1, doc="llama3 RoPE scaling: original_max_position_embeddings.")
     tie_embeddings: Optional[bool] = _f(None, doc="Share input embedding and output head; null = family default (gpt2 yes, llama no).")
     use_bias: Optional[bool] = _f(None, doc="Biases in dense layers and norms; null = family default (gpt2 yes, llama no).")
+    qkv_bias: Optional[bool] = _f(None, doc="Biases on the q, k, v projections; null = family default (qwen2 yes), else model.use_bias.")
+    out_bias: Optional[bool] = _f(None, doc="A bias on the attention output projection; null = model.use_bias.")
+    mlp_bias: Optional[bool] = _f(None, doc="Biases in the MLP's projections; null = model.use_bias.")
+    sliding_window: Optional[int] = _f(None, min=1, doc="Sliding-window attention: a query sees the last this-many keys "
+                                       "(itself included); null = the whole causal prefix.")
+    global_every: int = _f(0, min=0, doc="With a sliding window: every this-many-th layer (layers n-1, 2n-1, ...) attends "
+                                         "globally, the rest locally (Gemma 2: 2, Gemma 3: 6); 0 = every layer is local.")
+    attn_softcap: float = _f(0.0, min=0.0, doc="Soft-cap attention scores at c*tanh(s/c) (Gemma 2: 50); 0 = off.")
+    final_softcap: float = _f(0.0, min=0.0, doc="Soft-cap output logits at c*tanh(z/c) (Gemma 2: 30); 0 = off.")
+    query_pre_attn_scalar: Optional[float] = _f(None, min=1e-6, doc="Attention scores are scaled by this**-0.5 "
+                                                "(Gemma's query_pre_attn_scalar); null = head_dim.")
     head_bias: bool = _f(False, doc="A bias on an untied output head. Hugging Face's GPT-2 and Llama heads have none, so "
                          "such a run cannot be exported; run dirs written before this key read it as true where they had one.")
     dropout: float = _f(0.0, min=0.0, max=1.0, doc="Dropout on embeddings and residual branches (training only).")

@@ -57,6 +57,9 @@ def validate(cfg: Config) -> None:
     fam = family(m.family)
     if fam.positions == "rope" and head_dim % 2:
         raise ConfigError(f"model.head_dim = {head_dim}: RoPE needs an even head dimension.")
+    if m.global_every and not m.sliding_window:
+        raise ConfigError(f"model.global_every = {m.global_every} picks the global layers among local ones, but "
+                          "model.sliding_window is null; set a window (e.g. 4096) or global_every=0.")
     kv = m.n_kv_heads or m.n_heads
     if m.n_heads % kv:
         raise ConfigError(f"model.n_kv_heads = {kv} must divide model.n_heads = {m.n_heads}.")

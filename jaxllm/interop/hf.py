@@ -1,4 +1,4 @@
-"""Hugging Face checkpoints <-> jaxllm parameters, for GPT-2 and Llama/Mistral-style models.
+"""Hugging Face checkpoints <-> jaxllm parameters: GPT-2, Llama, Mistral, Qwen2/2.5, Qwen3 and Gemma 2.
 
 Reading (``from_hf``): ``config.json`` becomes a `ModelConfig`; every jaxllm parameter gets a getter that
 slices the memory-mapped safetensors (`tensor_files.TensorFiles`), so `load_hf_params` builds each sharded
@@ -9,8 +9,10 @@ written as safetensors (sharded with an index above ``max_shard_bytes``) plus ``
 
 Layout facts the mapping rests on:
 - GPT-2 keeps ``Conv1D`` weights as ``[in, out]`` (jaxllm's kernel layout) and fuses q, k, v in ``c_attn``;
-- Llama keeps ``nn.Linear`` weights as ``[out, in]`` (transposed here); its q/k rows are already in the
-  rotate-half order jaxllm's RoPE uses;
+- Llama (and Mistral, Qwen, Gemma) keep ``nn.Linear`` weights as ``[out, in]`` (transposed here); their q/k
+  rows are already in the rotate-half order jaxllm's RoPE uses;
+- Gemma 2 names its four norms input/post_attention/pre_feedforward/post_feedforward; in Llama
+  ``post_attention_layernorm`` is the MLP's pre-norm;
 - a scalar model (reward model, critic) is a trunk plus ``score.weight [1, embed]`` (no bias in HF).
 """
 
@@ -68,6 +70,38 @@ def _rope_fields(hf: dict, where: str) -> dict:
     raise UserError(f"{where}: RoPE scaling type {kind!r} is not supported (supported: default, linear, llama3).")
 
 
+_ARCH = {"gpt2": "GPT2", "llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3", "gemma2": "Gemma2"}
+SUPPORTED = "gpt2, llama, mistral, qwen2, qwen3, gemma2"
+
+
+def _layer_windows(hf: dict, kind: str, n_layers: int, where: str) -> dict:
+    """``sliding_window`` / ``global_every`` from HF's ``sliding_window`` and per-layer ``layer_types``."""
+    window = hf.get("sliding_window")
+    if kind in ("qwen2", "qwen3") and not hf.get("use_sliding_window", False):
+        window = None  # Qwen configs carry a sliding_window they do not use
+    if not window:
+        return {}
+    types = hf.get("layer_types")
+    if types is None:
+        if kind == "gemma2":
+            types = ["full_attention" if (i + 1) % 2 == 0 else "sliding_attention" for i in range(n_layers)]
+        elif kind in ("qwen2", "qwen3"):
+            first = hf.get("max_window_layers", n_layers)
+            types = ["sliding_attention" if i >= first else "full_attention" for i in range(n_layers)]
+        else:
+            types = ["sliding_attention"] * n_layers
+    local = [t == "sliding_attention" for t in types]
+    if not any(local):
+        return {}
+    if all(local):
+        return {"sliding_window": int(window)}
+    for every in range(2, n_layers + 1):
+        if all(local[i] == ((i + 1) % every != 0) for i in range(n_layers)):
+            return {"sliding_window": int(window), "global_every": every}
+    raise UserError(f"{where}: layer_types {types} is not a pattern jaxllm supports: all layers local, or every "
+                    "n-th layer global and the rest local (Gemma 2: every 2nd, Gemma 3: every 6th).")
+
+
 def model_config_from_hf(hf: dict, where: str = "config.json") -> ModelConfig:
     """The `ModelConfig` that reproduces the HF model exactly (float32 parameters)."""
     kind = hf.get("model_type")
@@ -83,54 +117,105 @@ def model_config_from_hf(hf: dict, where: str = "config.json") -> ModelConfig:
                            d_ff=hf.get("n_inner") or 4 * d, max_seq_len=hf["n_positions"],
                            norm_eps=hf.get("layer_norm_epsilon", 1e-5), tie_embeddings=hf.get("tie_word_embeddings", True),
                            use_bias=True)
-    if kind in ("llama", "mistral"):
-        if hf.get("hidden_act", "silu") != "silu":
-            raise UserError(f"{where}: hidden_act {hf['hidden_act']!r} is not supported (jaxllm's llama family uses SwiGLU with silu).")
-        if hf.get("attention_bias") or hf.get("mlp_bias"):
-            raise UserError(f"{where}: attention_bias/mlp_bias are not supported for the llama family.")
-        if kind == "mistral" and hf.get("sliding_window") and hf["sliding_window"] < hf["max_position_embeddings"]:
-            raise UserError(f"{where}: sliding_window = {hf['sliding_window']} is not supported (jaxllm attends to the whole "
-                            "sequence); set it to null in config.json if you only use sequences up to that length.")
-        d, heads = hf["hidden_size"], hf["num_attention_heads"]
-        return ModelConfig(family="llama", vocab_size=hf["vocab_size"], n_layers=hf["num_hidden_layers"], d_model=d,
-                           n_heads=heads, n_kv_heads=hf.get("num_key_value_heads") or heads,
-                           head_dim=hf.get("head_dim") or d // heads, d_ff=hf["intermediate_size"],
-                           max_seq_len=hf["max_position_embeddings"], norm_eps=hf.get("rms_norm_eps", 1e-6),
-                           tie_embeddings=bool(hf.get("tie_word_embeddings", False)), use_bias=False,
-                           **_rope_fields(hf, where))
-    raise UserError(f"{where}: model_type {kind!r} is not supported; jaxllm converts gpt2, llama and mistral.")
+    if kind not in ("llama", "mistral", "qwen2", "qwen3", "gemma2"):
+        arch = ", ".join(hf.get("architectures") or []) or "none listed"
+        raise UserError(f"{where}: model_type {kind!r} is not supported (architectures: {arch}); "
+                        f"jaxllm converts model_type {SUPPORTED}.")
+    act_key = "hidden_activation" if kind == "gemma2" else "hidden_act"
+    act, want_act = hf.get(act_key) or hf.get("hidden_act"), ("gelu_pytorch_tanh" if kind == "gemma2" else "silu")
+    if act not in (None, want_act):
+        raise UserError(f"{where}: {act_key} {act!r} is not supported for {kind} (jaxllm's {kind} uses {want_act}).")
+    d, heads, n_layers = hf["hidden_size"], hf["num_attention_heads"], hf["num_hidden_layers"]
+    attn_bias = bool(hf.get("attention_bias", False))
+    biases = {"qkv_bias": True, "out_bias": False} if kind == "qwen2" else {"qkv_bias": attn_bias, "out_bias": attn_bias}
+    family = "llama" if kind == "mistral" else kind
+    extra = {}
+    if kind == "gemma2":
+        extra = {"attn_softcap": float(hf.get("attn_logit_softcapping") or 0.0),
+                 "final_softcap": float(hf.get("final_logit_softcapping") or 0.0),
+                 "query_pre_attn_scalar": float(hf.get("query_pre_attn_scalar") or (hf.get("head_dim") or d // heads))}
+    return ModelConfig(family=family, vocab_size=hf["vocab_size"], n_layers=n_layers, d_model=d,
+                       n_heads=heads, n_kv_heads=hf.get("num_key_value_heads") or heads,
+                       head_dim=hf.get("head_dim") or d // heads, d_ff=hf["intermediate_size"],
+                       max_seq_len=hf["max_position_embeddings"], norm_eps=hf.get("rms_norm_eps", 1e-6),
+                       tie_embeddings=bool(hf.get("tie_word_embeddings", kind == "gemma2")), use_bias=False,
+                       mlp_bias=bool(hf.get("mlp_bias", False)), **biases,
+                       **_layer_windows(hf, kind, n_layers, where), **extra, **_rope_fields(hf, where))
+
+
+def _int_if_whole(x: float) -> float | int:
+    return int(x) if float(x).is_integer() else x  # transformers' Gemma2Config checks for an int
+
+
+def _hf_model_type(spec: ModelSpec) -> str:
+    if spec.family == "llama" and spec.sliding_window:
+        return "mistral"
+    return spec.family
+
+
+def _check_exportable(spec: ModelSpec, kind: str) -> None:
+    """Refuse a spec whose choices the HF class of ``kind`` cannot express, naming the keys."""
+    qkv, out, mlp = spec.bias("qkv"), spec.bias("out"), spec.bias("mlp")
+    if kind == "qwen2":
+        if (qkv, out, mlp) != (True, False, False):
+            raise UserError(f"a qwen2 model with qkv_bias={qkv}, out_bias={out}, mlp_bias={mlp} has no Hugging Face "
+                            "equivalent (Qwen2 biases q/k/v only).")
+    elif qkv != out:
+        raise UserError(f"a {spec.family} model with qkv_bias={qkv} but out_bias={out} has no Hugging Face equivalent "
+                        f"({kind}'s attention_bias covers q, k, v and o alike).")
+    if mlp and kind not in ("llama", "mistral"):
+        raise UserError(f"a {spec.family} model with mlp_bias = true has no Hugging Face equivalent.")
+    if kind == "mistral" and spec.global_every:
+        raise UserError("a llama-family model with model.global_every has no Hugging Face equivalent (Mistral's window "
+                        "covers every layer).")
+    if kind != "gemma2" and (spec.attn_softcap or spec.final_softcap or spec.query_pre_attn_scalar):
+        raise UserError(f"model.attn_softcap/final_softcap/query_pre_attn_scalar are Gemma's; Hugging Face's {kind} has "
+                        "none of them.")
 
 
 def hf_config_from_spec(spec: ModelSpec, scalar: bool = False, pad_id: int | None = None,
                         bos_id: int | None = None, eos_id: int | None = None) -> dict:
     """``config.json`` for ``spec``: a causal LM, or (``scalar``) a one-label sequence classifier."""
-    arch = {"gpt2": "GPT2", "llama": "Llama"}[spec.family] + ("ForSequenceClassification" if scalar else "LMHeadModel"
-                                                               if spec.family == "gpt2" else "ForCausalLM")
+    kind = _hf_model_type(spec)
+    arch = _ARCH[kind] + ("ForSequenceClassification" if scalar else "LMHeadModel" if kind == "gpt2" else "ForCausalLM")
     common = {"architectures": [arch], "vocab_size": spec.vocab_size, "tie_word_embeddings": spec.tie_embeddings,
               "pad_token_id": pad_id, "bos_token_id": bos_id, "eos_token_id": eos_id, "dtype": "float32"}
     if scalar:
         common.update(num_labels=1, id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0})
-    if spec.family == "gpt2":
+    if kind == "gpt2":
         if spec.head_dim * spec.n_heads != spec.d_model:
             raise UserError(f"model.head_dim = {spec.head_dim} x n_heads {spec.n_heads} != d_model {spec.d_model}: "
                             "Hugging Face's GPT-2 has no separate head width.")
         return {**common, "model_type": "gpt2", "n_embd": spec.d_model, "n_layer": spec.n_layers, "n_head": spec.n_heads,
                 "n_inner": spec.d_ff, "n_positions": spec.max_seq_len, "layer_norm_epsilon": spec.norm_eps,
                 "activation_function": "gelu_new", "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+    _check_exportable(spec, kind)
     rope = {"rope_type": "default", "rope_theta": spec.rope_theta}
     if spec.rope_scaling:
-        kind, factor, low, high, original = spec.rope_scaling
-        rope = {**rope, "rope_type": kind, "factor": factor}
-        if kind == "llama3":
+        scaling, factor, low, high, original = spec.rope_scaling
+        rope = {**rope, "rope_type": scaling, "factor": factor}
+        if scaling == "llama3":
             rope.update(low_freq_factor=low, high_freq_factor=high, original_max_position_embeddings=original)
-    if spec.use_bias:
-        raise UserError("a llama-family model with model.use_bias = true has no Hugging Face equivalent (Llama has no norm biases).")
-    return {**common, "model_type": "llama", "hidden_size": spec.d_model, "intermediate_size": spec.d_ff,
-            "num_hidden_layers": spec.n_layers, "num_attention_heads": spec.n_heads, "num_key_value_heads": spec.n_kv_heads,
-            "head_dim": spec.head_dim, "max_position_embeddings": spec.max_seq_len, "rms_norm_eps": spec.norm_eps,
-            "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
-            "rope_theta": spec.rope_theta, "rope_parameters": rope,
-            **({"rope_scaling": rope} if spec.rope_scaling else {})}
+    out = {**common, "model_type": kind, "hidden_size": spec.d_model, "intermediate_size": spec.d_ff,
+           "num_hidden_layers": spec.n_layers, "num_attention_heads": spec.n_heads, "num_key_value_heads": spec.n_kv_heads,
+           "head_dim": spec.head_dim, "max_position_embeddings": spec.max_seq_len, "rms_norm_eps": spec.norm_eps,
+           "rope_theta": spec.rope_theta, "rope_parameters": rope, **({"rope_scaling": rope} if spec.rope_scaling else {})}
+    if kind != "qwen2":
+        out["attention_bias"] = spec.bias("qkv")
+    if kind in ("llama", "mistral"):
+        out.update(hidden_act="silu", mlp_bias=spec.bias("mlp"))
+    if kind == "mistral":
+        out["sliding_window"] = spec.sliding_window
+    if kind in ("qwen2", "qwen3"):
+        types = [("sliding_attention" if spec.layer_window(i) else "full_attention") for i in range(spec.n_layers)]
+        out.update(hidden_act="silu", use_sliding_window=bool(spec.sliding_window), sliding_window=spec.sliding_window or None,
+                   max_window_layers=spec.n_layers if not spec.sliding_window else 0, layer_types=types)
+    if kind == "gemma2":
+        types = [("sliding_attention" if spec.layer_window(i) else "full_attention") for i in range(spec.n_layers)]
+        out.update(hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=_int_if_whole(spec.query_pre_attn_scalar or spec.head_dim),
+                   attn_logit_softcapping=spec.attn_softcap or None, final_logit_softcapping=spec.final_softcap or None,
+                   sliding_window=spec.sliding_window or None, layer_types=types)
+    return out
 
 
 # -- tensor names ----------------------------------------------------------------------------------------------
@@ -156,15 +241,28 @@ def _gpt2_names(spec: ModelSpec) -> dict[tuple, tuple[str, Callable]]:
 
 
 def _llama_names(spec: ModelSpec) -> dict[tuple, tuple[str, Callable]]:
+    """Llama, Mistral, Qwen2/3 and Gemma 2: one layout, with biases, q/k norms and post-norms where the spec has them."""
     ident = lambda a: a  # noqa: E731
     tr = lambda a: a.T  # noqa: E731
+    gemma = spec.post_norms
     out = {("embed",): ("embed_tokens.weight", ident), ("final_norm", "scale"): ("norm.weight", ident),
            ("L", "attn_norm", "scale"): ("layers.{i}.input_layernorm.weight", ident),
-           ("L", "mlp_norm", "scale"): ("layers.{i}.post_attention_layernorm.weight", ident)}
+           ("L", "mlp_norm", "scale"): ("layers.{i}.pre_feedforward_layernorm.weight" if gemma
+                                        else "layers.{i}.post_attention_layernorm.weight", ident)}
+    if gemma:
+        out[("L", "attn_post_norm", "scale")] = ("layers.{i}.post_attention_layernorm.weight", ident)
+        out[("L", "mlp_post_norm", "scale")] = ("layers.{i}.post_feedforward_layernorm.weight", ident)
     for name in "qkvo":
         out[("L", "attn", name, "kernel")] = (f"layers.{{i}}.self_attn.{name}_proj.weight", tr)
+        if spec.bias("out" if name == "o" else "qkv"):
+            out[("L", "attn", name, "bias")] = (f"layers.{{i}}.self_attn.{name}_proj.bias", ident)
+    if spec.qk_norm:
+        for name in "qk":
+            out[("L", "attn", f"{name}_norm", "scale")] = (f"layers.{{i}}.self_attn.{name}_norm.weight", ident)
     for ours, theirs in (("gate", "gate_proj"), ("up", "up_proj"), ("proj", "down_proj")):
         out[("L", "mlp", ours, "kernel")] = (f"layers.{{i}}.mlp.{theirs}.weight", tr)
+        if spec.bias("mlp"):
+            out[("L", "mlp", ours, "bias")] = (f"layers.{{i}}.mlp.{theirs}.bias", ident)
     if not spec.tie_embeddings:
         out[("lm_head", "kernel")] = ("lm_head.weight", tr)
     return out
@@ -302,7 +400,7 @@ def hf_tensors(params, spec: ModelSpec, scalar: bool = False) -> dict[str, np.nd
             if spec.family == "gpt2" and ".c_attn." in hf_name:
                 fused.setdefault(hf_name, []).append(("qkv".index(path[2]), a))
                 continue
-            out[hf_name] = a.T if (spec.family == "llama" and path[-1] == "kernel") or path[0] == "lm_head" else a
+            out[hf_name] = a.T if (spec.family != "gpt2" and path[-1] == "kernel") or path[0] == "lm_head" else a
     for hf_name, parts in fused.items():
         out[hf_name] = np.concatenate([a for _, a in sorted(parts, key=lambda x: x[0])], axis=-1)
     if ("lm_head", "bias") in flat and np.any(flat[("lm_head", "bias")]):

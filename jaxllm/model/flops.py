@@ -16,7 +16,7 @@ from jaxllm.model.spec import ModelSpec
 def trunk_matmul_params(s: ModelSpec) -> int:
     """Matmul parameters of the blocks (q, k, v, o and the MLP), without the output head."""
     attn = s.d_model * s.head_dim * (2 * s.n_heads + 2 * s.n_kv_heads)
-    mlp = s.d_model * s.d_ff * (3 if s.mlp == "swiglu" else 2)
+    mlp = s.d_model * s.d_ff * (2 if s.mlp == "gelu" else 3)
     return s.n_layers * (attn + mlp)
 
 

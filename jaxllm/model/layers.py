@@ -51,30 +51,33 @@ class Dense(nn.Module):
 
 
 class Norm(nn.Module):
-    """LayerNorm or RMSNorm (``spec.norm``), statistics in float32. ``[..., embed]``."""
+    """LayerNorm or RMSNorm (``spec.norm``), statistics in float32, over the last axis (``[..., embed]``, or
+    ``[..., head_dim]`` for Qwen3's q/k norms, whose scale is named ``axis``)."""
 
     spec: ModelSpec
+    axis: str = "norm"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         d = x.shape[-1]
         xf = x.astype(jnp.float32)
-        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
-                           (d,), self.spec.jnp_param_dtype)
+        offset = self.spec.norm_offset  # Gemma: y * (1 + w), w initialised at 0
+        init = nn.initializers.zeros if offset else nn.initializers.ones
+        scale = self.param("scale", nn.with_logical_partitioning(init, (self.axis,)), (d,), self.spec.jnp_param_dtype)
         layernorm = self.spec.norm == "layernorm"
         if layernorm:
             xf = xf - jnp.mean(xf, axis=-1, keepdims=True)
         y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.spec.norm_eps)
-        y = y * scale.astype(jnp.float32)
+        y = y * (scale.astype(jnp.float32) + offset) if offset else y * scale.astype(jnp.float32)
         if layernorm and self.spec.use_bias:
-            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)),
+            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (self.axis,)),
                               (d,), self.spec.jnp_param_dtype)
             y = y + bias.astype(jnp.float32)
         return y.astype(self.spec.jnp_dtype)
 
 
 class Mlp(nn.Module):
-    """GELU MLP or SwiGLU (``spec.mlp``): ``[B, L, embed] -> [B, L, embed]``."""
+    """GELU MLP, SwiGLU or GeGLU (``spec.mlp``): ``[B, L, embed] -> [B, L, embed]``."""
 
     spec: ModelSpec
 
@@ -82,14 +85,16 @@ class Mlp(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         s = self.spec
         out_std = s.init_std / (2 * s.n_layers) ** 0.5
+        bias = s.bias("mlp")
         if s.mlp == "gelu":
-            h = jax.nn.gelu(Dense(s.d_ff, ("embed", "mlp"), s, name="fc")(x), approximate=True)
+            h = jax.nn.gelu(Dense(s.d_ff, ("embed", "mlp"), s, bias=bias, name="fc")(x), approximate=True)
         else:
-            gate = Dense(s.d_ff, ("embed", "mlp"), s, name="gate")(x)
-            up = Dense(s.d_ff, ("embed", "mlp"), s, name="up")(x)
-            h = jax.nn.silu(gate) * up
+            gate = Dense(s.d_ff, ("embed", "mlp"), s, bias=bias, name="gate")(x)
+            up = Dense(s.d_ff, ("embed", "mlp"), s, bias=bias, name="up")(x)
+            act = jax.nn.silu(gate) if s.mlp == "swiglu" else jax.nn.gelu(gate, approximate=True)
+            h = act * up
         h = constrain(h, ("act_batch", "act_length", "act_mlp"))
-        return Dense(s.d_model, ("mlp", "embed"), s, std=out_std, name="proj")(h)
+        return Dense(s.d_model, ("mlp", "embed"), s, std=out_std, bias=bias, name="proj")(h)
 
 
 def rope_frequencies(head_dim: int, theta: float, scaling: tuple = ()) -> np.ndarray:

@@ -22,7 +22,7 @@ class ModelSpec:
     family: str
     norm: str        # the family's choices (`families.Family`): layernorm | rmsnorm
     positions: str   # learned | rope
-    mlp: str         # gelu | swiglu
+    mlp: str         # gelu | swiglu | geglu
     vocab_size: int
     n_layers: int
     d_model: int
@@ -46,6 +46,43 @@ class ModelSpec:
     attention_blocks: int = 1
     scan_unroll: int = 1
     rope_scaling: tuple = ()  # () or (type, factor, low_freq_factor, high_freq_factor, original_max_len)
+    qkv_bias: bool | None = None   # None: use_bias (run dirs and specs written before these fields)
+    out_bias: bool | None = None
+    mlp_bias: bool | None = None
+    qk_norm: bool = False          # the family's block choices (`families.Family`)
+    norm_offset: float = 0.0
+    embed_scale: bool = False
+    post_norms: bool = False
+    sliding_window: int = 0        # 0: attend to the whole causal prefix
+    global_every: int = 0          # with a window: layers n-1, 2n-1, ... attend globally; 0: all local
+    attn_softcap: float = 0.0
+    final_softcap: float = 0.0
+    query_pre_attn_scalar: float = 0.0  # 0: head_dim
+
+    def bias(self, part: str) -> bool:
+        """Whether ``part`` (qkv | out | mlp) has biases."""
+        own = {"qkv": self.qkv_bias, "out": self.out_bias, "mlp": self.mlp_bias}[part]
+        return self.use_bias if own is None else own
+
+    @property
+    def attn_scale(self) -> float:
+        return (self.query_pre_attn_scalar or self.head_dim) ** -0.5
+
+    @property
+    def mixed_windows(self) -> bool:
+        """Some layers local and some global: the window depends on the layer index."""
+        return bool(self.sliding_window and self.global_every)
+
+    def layer_window(self, layer):
+        """The window of block ``layer`` (a Python int, or a traced index inside the layer scan): 0 = global."""
+        if not self.sliding_window:
+            return 0
+        if not self.global_every:
+            return self.sliding_window
+        is_global = (layer + 1) % self.global_every == 0
+        if isinstance(layer, int):
+            return 0 if is_global else self.sliding_window
+        return jnp.where(is_global, 0, self.sliding_window)
 
     @property
     def jnp_dtype(self):
@@ -69,7 +106,11 @@ def resolve_spec(cfg: ModelConfig, tokenizer_vocab: int | None = None, backend: 
                           "raise model.vocab_size, set it to null, or use a smaller data.tokenizer.vocab_size.")
     dtype = cfg.dtype if cfg.dtype != "auto" else ("float32" if backend == "cpu" else "bfloat16")
     half = dtype in ("bfloat16", "float16")
-    attention = cfg.attention if cfg.attention != "auto" else ("cudnn" if backend == "gpu" and half else "xla")
+    softcap = cfg.attn_softcap > 0
+    attention = cfg.attention if cfg.attention != "auto" else ("cudnn" if backend == "gpu" and half and not softcap else "xla")
+    if attention == "cudnn" and softcap:
+        raise ConfigError(f"model.attention = 'cudnn' cannot soft-cap attention scores (model.attn_softcap = {cfg.attn_softcap}); "
+                          "use model.attention=xla or auto.")
     if attention == "cudnn" and backend != "gpu":
         raise ConfigError(f"model.attention = 'cudnn' needs a GPU, but JAX's backend is {backend!r}; "
                           "use model.attention=xla or auto.")
@@ -106,4 +147,16 @@ def resolve_spec(cfg: ModelConfig, tokenizer_vocab: int | None = None, backend: 
         scan_unroll=cfg.scan_unroll,
         rope_scaling=() if cfg.rope_scaling == "none" else (cfg.rope_scaling, cfg.rope_scaling_factor, cfg.rope_low_freq_factor,
                                                            cfg.rope_high_freq_factor, cfg.rope_original_max_len),
+        qkv_bias=cfg.qkv_bias if cfg.qkv_bias is not None else fam.qkv_bias,
+        out_bias=cfg.out_bias,
+        mlp_bias=cfg.mlp_bias,
+        qk_norm=fam.qk_norm,
+        norm_offset=fam.norm_offset,
+        embed_scale=fam.embed_scale,
+        post_norms=fam.post_norms,
+        sliding_window=cfg.sliding_window or 0,
+        global_every=cfg.global_every,
+        attn_softcap=cfg.attn_softcap,
+        final_softcap=cfg.final_softcap,
+        query_pre_attn_scalar=cfg.query_pre_attn_scalar or 0.0,
     )

@@ -32,7 +32,8 @@ _REMAT_POLICIES = {
 
 
 class Block(nn.Module):
-    """Pre-norm residual block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``. ``[B, L, embed]``."""
+    """Pre-norm residual block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``; with ``spec.post_norms``
+    (Gemma 2) each branch's output is normed again before the add. ``[B, L, embed]``."""
 
     spec: ModelSpec
     deterministic: bool = True
@@ -41,15 +42,20 @@ class Block(nn.Module):
     def __call__(self, x, positions, segment_ids, cache=None, decode=None, layer=0):
         """``[B, L, embed] -> ([B, L, embed], cache)``; ``decode = (kv_segments, cache_index)`` with the whole
         ``cache``, of which this block updates ``layer``. Without a cache the second output is None."""
-        drop = nn.Dropout(self.spec.dropout, deterministic=self.deterministic)
-        attn = Attention(self.spec, name="attn")
-        h = Norm(self.spec, name="attn_norm")(x)
+        s = self.spec
+        drop = nn.Dropout(s.dropout, deterministic=self.deterministic)
+        attn = Attention(s, name="attn")
+        h = Norm(s, name="attn_norm")(x)
         if cache is None:
-            h = attn(h, positions, segment_ids)
+            h = attn(h, positions, segment_ids, layer=layer)
         else:
             h, cache = attn(h, positions, segment_ids, cache, *decode, layer)
+        if s.post_norms:
+            h = Norm(s, name="attn_post_norm")(h)
         x = x + drop(h)
-        h = Mlp(self.spec, name="mlp")(Norm(self.spec, name="mlp_norm")(x))
+        h = Mlp(s, name="mlp")(Norm(s, name="mlp_norm")(x))
+        if s.post_norms:
+            h = Norm(s, name="mlp_post_norm")(h)
         x = x + drop(h)
         return constrain(x, ("act_batch", "act_length", "act_embed")), cache
 
@@ -85,6 +91,9 @@ def _stack(spec: ModelSpec, deterministic: bool, decoding: bool):
         block_cls = Block
         if spec.remat != "none":
             block_cls = nn.remat(block_cls, policy=_REMAT_POLICIES[spec.remat], prevent_cse=False)
+        if spec.mixed_windows:  # the layer index is scanned over, so each layer finds its own window
+            scanned = _scan(block_cls, spec, deterministic, (nn.broadcast,) * 4 + (0,))
+            return lambda x, p, s, cache, decode: scanned(x, p, s, None, None, jnp.arange(spec.n_layers))
         scanned = _scan(block_cls, spec, deterministic, (nn.broadcast, nn.broadcast))
         return lambda x, p, s, cache, decode: scanned(x, p, s)
 
@@ -118,6 +127,8 @@ class Transformer(nn.Module):
         embedding = self.param("embed", nn.with_logical_partitioning(nn.initializers.normal(s.init_std), ("vocab", "embed")),
                                (s.vocab_size, s.d_model), s.jnp_param_dtype)
         x = jnp.take(embedding, tokens, axis=0).astype(s.jnp_dtype)
+        if s.embed_scale:
+            x = x * jnp.asarray(s.d_model ** 0.5, s.jnp_dtype)
         if s.positions == "learned":
             pos_table = self.param("pos_embed", nn.with_logical_partitioning(nn.initializers.normal(s.init_std / 2), ("positions", "embed")),
                                    (s.max_seq_len, s.d_model), s.jnp_param_dtype)
@@ -136,8 +147,14 @@ class Transformer(nn.Module):
             logits = jnp.einsum("bld,vd->blv", x, embedding.astype(s.jnp_dtype))
         else:
             logits = Dense(s.vocab_size, ("embed", "vocab"), s, bias=s.head_bias, name="lm_head")(x)
-        logits = constrain(logits, ("act_batch", "act_length", "act_vocab")).astype(jnp.float32)
+        logits = softcap_logits(s, constrain(logits, ("act_batch", "act_length", "act_vocab")).astype(jnp.float32))
         return logits if cache is None else (logits, cache)
+
+
+def softcap_logits(spec: ModelSpec, logits: jax.Array) -> jax.Array:
+    """Gemma 2's final soft-cap ``c * tanh(z / c)`` (float32), or ``logits`` unchanged."""
+    c = spec.final_softcap
+    return jnp.tanh(logits / c) * c if c else logits
 
 
 def output_logits(spec: ModelSpec, params, x: jax.Array) -> jax.Array:
@@ -151,7 +168,7 @@ def output_logits(spec: ModelSpec, params, x: jax.Array) -> jax.Array:
         if "bias" in head:
             logits = logits + head["bias"].astype(spec.jnp_dtype)
     logits = constrain(logits, ("act_batch", "act_length", "act_vocab"))
-    return logits.astype(jnp.float32)
+    return softcap_logits(spec, logits.astype(jnp.float32))
 
 
 def param_count(params) -> int:

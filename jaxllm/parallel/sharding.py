@@ -14,9 +14,27 @@ def rules_tuple(rules: list) -> tuple:
 
 
 def logical_to_shardings(abstract_boxed, mesh: Mesh, rules: list):
-    """Shardings for a tree whose leaves are boxed with logical names (scalars replicate)."""
+    """Shardings for a tree whose leaves are boxed with logical names (scalars replicate). A dimension its mesh
+    axes do not divide (a 28-wide embedding over 8 devices; odd sizes of imported models) is replicated
+    instead of failing inside JAX."""
     specs = nn.get_partition_spec(abstract_boxed)
-    return nn.logical_to_mesh_sharding(specs, mesh, rules_tuple(rules))
+    shardings = nn.logical_to_mesh_sharding(specs, mesh, rules_tuple(rules))
+    boxed = lambda x: isinstance(x, nn.meta.AxisMetadata)  # noqa: E731
+    shapes = jax.tree.map(lambda x: getattr(x.unbox(apply_constraint=False) if boxed(x) else x, "shape", None),
+                          abstract_boxed, is_leaf=boxed)
+    return jax.tree.map(lambda sh, shape: _divisible(sh, shape, mesh), shardings, shapes,
+                        is_leaf=lambda x: isinstance(x, NamedSharding))
+
+
+def _divisible(sharding: NamedSharding, shape, mesh: Mesh) -> NamedSharding:
+    if shape is None:
+        return sharding
+    spec = list(sharding.spec) + [None] * (len(shape) - len(sharding.spec))
+    fixed = []
+    for dim, axes in zip(shape, spec):
+        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        fixed.append(axes if dim % int(np.prod([mesh.shape[a] for a in names] or [1])) == 0 else None)
+    return sharding if fixed == spec else NamedSharding(mesh, P(*fixed), memory_kind=sharding.memory_kind)
 
 
 def batch_sharding(mesh: Mesh, rules: list, ndim: int) -> NamedSharding:
