@@ -118,11 +118,12 @@ def cmd_tokenizer_train(args) -> int:
     cfg = _config(args)
     corpus = load_corpus(cfg)
     tc = cfg.data.tokenizer
-    tok = train_tokenizer(corpus.train_docs, tc.vocab_size, tc.model_type, tc.train_chars)
-    out = Path(args.out) if args.out else Path(cfg.run.dir) / "tokenizer.model"
+    tok = train_tokenizer(corpus.train_docs, tc.vocab_size, tc.model_type, tc.train_chars, tc.kind)
+    out = Path(args.out) if args.out else Path(cfg.run.dir) / tok.filename
     tok.save(out)
     sample = corpus.train_docs[0][:80]
-    print(f"wrote {out}: {tok.vocab_size} pieces ({tc.model_type}); "
+    kind = tc.model_type if tc.kind == "sentencepiece" else "byte-level BPE, tokenizer.json"
+    print(f"wrote {out}: {tok.vocab_size} pieces ({kind}); "
           f"{sample!r} -> {len(tok.encode(sample))} tokens")
     return 0
 

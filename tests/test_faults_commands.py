@@ -48,7 +48,8 @@ def test_to_hf_refuses_a_non_empty_dir_and_overwrite_clears_stale_shards(trained
     assert (out / "model.safetensors.index.json").exists()  # refused: nothing touched
     assert main(["convert", "to-hf", str(trained), str(out), "--overwrite"]) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["README.md", "config.json", "model.safetensors", "tokenizer.model"], names
+    assert names == ["README.md", "config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json",
+                     "tokenizer.json", "tokenizer.model", "tokenizer_config.json"], names
     from jaxllm.interop.tensor_files import TensorFiles
     assert "transformer.wte.weight" in TensorFiles(out)  # the new export, not the stale index, is what is read
 

@@ -99,22 +99,25 @@ def test_rope_scaling_is_what_makes_the_llama3_model_match(tmp_path):
     assert np.abs(got - _hf_logits(m, tokens)).max() > 1e-2
 
 
-@pytest.mark.parametrize("name,change", [("mistral-window", {"sliding_window": 0}), ("gemma2", {"global_every": 0}),
-                                         ("gemma2", {"attn_softcap": 0.0}), ("gemma2", {"final_softcap": 0.0}),
-                                         ("qwen3", {"qk_norm": False})])
-def test_each_family_choice_is_what_makes_the_model_match(name, change, tmp_path):
+@pytest.mark.parametrize("name,changes", [("mistral-window", [{"sliding_window": 0}]),
+                                          ("gemma2", [{"global_every": 0}, {"attn_softcap": 0.0}, {"final_softcap": 0.0}]),
+                                          ("qwen3", [{"qk_norm": False}])])
+def test_each_family_choice_is_what_makes_the_model_match(name, changes, tmp_path):
     """Negative controls: dropping one choice (the window, the global layers, a soft-cap, the q/k norms) gives
     different logits, so the parity above exercises it. ``qk_norm`` off needs its scales gone too."""
+    import dataclasses
+
     m, d = _hf_model(name, tmp_path)
     tokens = np.random.default_rng(1).integers(0, m.config.vocab_size, (1, 30))
+    want = _hf_logits(m, tokens)
     spec, model, params = _load(d)
-    if change.get("qk_norm") is False:
-        params = jax.tree_util.tree_map(lambda a: a, params)
-        for k in ("q_norm", "k_norm"):
-            params["blocks"]["attn"].pop(k)
-    import dataclasses
-    got = np.asarray(Transformer(dataclasses.replace(spec, **change)).apply({"params": params}, jnp.asarray(tokens)))
-    assert np.abs(got - _hf_logits(m, tokens)).max() > 1e-2
+    for change in changes:
+        p = params
+        if change.get("qk_norm") is False:
+            p = {**params, "blocks": {**params["blocks"], "attn": {k: v for k, v in params["blocks"]["attn"].items()
+                                                                   if k not in ("q_norm", "k_norm")}}}
+        got = np.asarray(Transformer(dataclasses.replace(spec, **change)).apply({"params": p}, jnp.asarray(tokens)))
+        assert np.abs(got - want).max() > 1e-2, change
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama-gqa"])
@@ -379,3 +382,71 @@ def test_unsupported_architectures_and_choices_name_themselves():
         hf_config_from_spec(dataclasses.replace(qwen, out_bias=True))
     with pytest.raises(UserError, match="attn_softcap/final_softcap/query_pre_attn_scalar are Gemma's"):
         hf_config_from_spec(dataclasses.replace(qwen, final_softcap=30.0))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["qwen3", "gemma2"])
+def test_a_qwen_or_gemma_with_its_own_tokenizer_converts_fine_tunes_aligns_chats_and_exports(family, tmp_path, capsys,
+                                                                                             monkeypatch):
+    """The user's path for a model with a ``tokenizer.json`` and a chat template: `convert from-hf` -> SFT on chats
+    (the model's template, assistant-only loss) -> DPO from the SFT run (qwen3) -> `jaxllm chat` -> `convert
+    to-hf` -> transformers loads model and tokenizer: logits equal jaxllm's, AutoTokenizer's ids and chat
+    template equal the source's."""
+    from test_tokenizers import CONV, STYLES, _bpe_dir
+
+    from jaxllm.cli import main
+    from jaxllm.data.model_template import ModelChatTemplate
+    from jaxllm.infer.load import load_checkpoint
+    from jaxllm.world.corpus import generate_documents
+
+    style = "qwen" if family == "qwen3" else "llama3"
+    source, specials, config = STYLES[style]
+    hf_dir = _bpe_dir(tmp_path / "hf", list(generate_documents(40_000, 0)), specials, {**config, "chat_template": source})
+    torch.manual_seed(0)
+    vocab = 400 + 4  # the tokenizer's 400 plus unused rows, as real checkpoints pad their embeddings
+    m = (tf.Qwen3ForCausalLM(tf.Qwen3Config(**{**QWEN, "vocab_size": vocab, "max_position_embeddings": 128},
+                                            num_key_value_heads=2, head_dim=10)) if family == "qwen3" else
+         tf.Gemma2ForCausalLM(tf.Gemma2Config(**{**GEMMA2, "vocab_size": vocab, "max_position_embeddings": 128})))
+    m.save_pretrained(hf_dir)
+
+    conv = tmp_path / "converted"
+    assert main(["convert", "from-hf", str(hf_dir), str(conv)]) == 0
+    assert "its chat template is used (assistant turns found by its {% generation %} markers)" in capsys.readouterr().out
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    common = ["train.batch_size=8", "train.log_every=2", "train.eval_every=0", "train.eval_batches=1",
+              "train.sample_tokens=0", "train.progress=off", "optimizer.warmup_steps=1", "log.tensorboard=false"]
+    (tmp_path / "sft.yaml").write_text(f"base: [{root}/configs/sft/demo.yaml, {conv}/model.yaml]\ninit_from: {conv}\n"
+                                       f"run:\n  dir: {tmp_path}/sft\n")
+    assert main(["train", str(tmp_path / "sft.yaml"), "data.builtin.conversations=300", "data.builtin.behaviour_chats=0",
+                 "train.steps=4", "train.seq_len=64", "checkpoint.every=4", *common]) == 0
+    last = tmp_path / "sft"
+    if family == "qwen3":
+        (tmp_path / "dpo.yaml").write_text(f"base: [{root}/configs/dpo/demo.yaml, {conv}/model.yaml]\n"
+                                           f"init_from: {tmp_path}/sft\nrun:\n  dir: {tmp_path}/dpo\n")
+        assert main(["train", str(tmp_path / "dpo.yaml"), "data.builtin.rankings=60", "train.steps=2",
+                     "train.seq_len=96", "checkpoint.every=2", *common]) == 0
+        last = tmp_path / "dpo"
+    loaded = load_checkpoint(last)
+    assert isinstance(loaded.chat_template, ModelChatTemplate)
+    assert loaded.tokenizer.eos_id == loaded.tokenizer.piece_id(config["eos_token"])
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("What is the capital of France?\nAnd of Peru?\n/quit\n"))
+    assert main(["chat", str(last), "--max-new-tokens", "6", "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.count("you> ") == 3
+
+    export = tmp_path / "export"
+    assert main(["convert", "to-hf", str(last), str(export)]) == 0
+    back, info = tf.AutoModelForCausalLM.from_pretrained(export, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    back.set_attn_implementation("eager")
+    tokens = np.array([loaded.chat_template.prompt(CONV[:2])])
+    ours = np.asarray(loaded.model.apply({"params": jax.device_get(loaded.params)}, jnp.asarray(tokens)))
+    np.testing.assert_allclose(ours, _hf_logits(back, tokens), atol=1e-4)
+    assert not np.allclose(_hf_logits(back, tokens), _hf_logits(m, tokens), atol=1e-3)  # training moved the weights
+    ref, src = tf.AutoTokenizer.from_pretrained(export), tf.AutoTokenizer.from_pretrained(hf_dir)
+    messages = [{"role": x.role, "content": x.content} for x in CONV]
+    kw = dict(tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    assert ref.apply_chat_template(messages, **kw) == src.apply_chat_template(messages, **kw)
+    assert ref("Hello there, 2024!")["input_ids"] == src("Hello there, 2024!")["input_ids"]
+    generation = json.loads((export / "generation_config.json").read_text())
+    assert loaded.tokenizer.piece_id(config["eos_token"]) in np.atleast_1d(generation["eos_token_id"])

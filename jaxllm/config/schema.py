@@ -86,9 +86,13 @@ class ModelConfig:
 
 @dataclass
 class TokenizerConfig:
-    path: Optional[str] = _f(None, doc="A SentencePiece .model to use; null = train one on the corpus, cached in the run dir.")
+    path: Optional[str] = _f(None, doc="A tokenizer to use: a SentencePiece .model or a Hugging Face tokenizer.json (with its "
+                             "tokenizer_config.json beside it); null = train one on the corpus, cached in the run dir.")
+    kind: str = _f("sentencepiece", choices=("sentencepiece", "bpe"),
+                   doc="Tokenizer to train: sentencepiece (model_type bpe or unigram, byte fallback) or bpe (Hugging Face "
+                       "tokenizers byte-level BPE, saved as tokenizer.json).")
     vocab_size: int = _f(4096, min=300, doc="Vocabulary size when training a tokenizer (an upper bound: small corpora may give fewer pieces).")
-    model_type: str = _f("bpe", choices=("bpe", "unigram"), doc="SentencePiece algorithm when training.")
+    model_type: str = _f("bpe", choices=("bpe", "unigram"), doc="SentencePiece algorithm when training (kind sentencepiece).")
     train_chars: int = _f(3_000_000, min=1000, doc="At most this many characters of training text are used to train it.")
 
 

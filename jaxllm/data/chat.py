@@ -93,3 +93,20 @@ def user(text: str) -> Message:
 
 def assistant(text: str) -> Message:
     return Message("assistant", text)
+
+
+def jinja_template() -> str:
+    """jaxllm's template (with reserved pieces) as a Hugging Face ``chat_template``, for exports:
+    ``apply_chat_template`` gives `ChatTemplate.encode`'s tokens, and its ``{% generation %}`` markers its targets."""
+    return ("{{ bos_token }}{% for m in messages %}{{ '<|' + m['role'] + '|>' }}{% if m['role'] == 'assistant' %}"
+            "{% generation %}{{ m['content'] + '" + END + "' }}{% endgeneration %}{% else %}{{ m['content'] + '" + END
+            + "' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}")
+
+
+def chat_template(tokenizer):
+    """The model's own template when its tokenizer brings one (``chat_template`` in ``tokenizer_config.json``),
+    else jaxllm's `ChatTemplate`."""
+    if getattr(tokenizer, "chat_template", None):
+        from jaxllm.data.model_template import ModelChatTemplate
+        return ModelChatTemplate(tokenizer)
+    return ChatTemplate(tokenizer)

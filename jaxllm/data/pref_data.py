@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxllm.config.schema import Config
-from jaxllm.data.chat import ChatTemplate, Conversation, Message
+from jaxllm.data.chat import ChatTemplate, chat_template, Conversation, Message
 from jaxllm.data.chat_sources import BadChat, parse_hh
 from jaxllm.data.prepare import get_tokenizer
 from jaxllm.data.readers import read_records
@@ -140,7 +140,7 @@ def load_pref_data(cfg: Config, run_dir: Path | None, max_responses: int, respon
     rankings, report = open_source(d).rankings()
     train, held = train_and_held_out(d, rankings, lambda src: src.rankings())
     tok = get_tokenizer(cfg, run_dir, [t for r in train for t in [*(m.content for m in r.prompt), *(c.text for c in r.responses)]])
-    template = ChatTemplate(tok)
+    template = chat_template(tok)
     k = min(max_responses, max(len(r.responses) for r in [*train, *held]))
     tr, cut = encode_rankings(template, train, k, cfg.train.seq_len, response_mask)
     ev, cut_eval = encode_rankings(template, held, k, cfg.train.seq_len, response_mask)

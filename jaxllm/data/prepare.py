@@ -17,7 +17,7 @@ from jaxllm.config.schema import Config
 from jaxllm.data.packing import TokenStream, build_stream
 from jaxllm.data.prepared import read_prepared, write_prepared
 from jaxllm.data.sources import eval_source, load_documents, split_documents
-from jaxllm.data.tokenizer import Tokenizer, train_tokenizer
+from jaxllm.data.tokenizer import TOKENIZER_FILES, Tokenizer, tokenizer_file, train_tokenizer
 from jaxllm.errors import UserError
 
 
@@ -92,12 +92,16 @@ def _prepared_documents(cfg: Config, loaded: tuple[list[str], dict]) -> tuple[li
 
 
 def init_from_tokenizer(init_from: str | None) -> Path | None:
-    """The tokenizer.model of the run that ``init_from`` (run dir, checkpoints/ or checkpoints/<step>) points into."""
+    """The tokenizer (tokenizer.model or tokenizer.json) of the run that ``init_from`` (run dir, checkpoints/ or
+    checkpoints/<step>) points into."""
     if not init_from:
         return None
     from jaxllm.run_dir import run_dir_holding
-    run_dir = run_dir_holding(init_from, "tokenizer.model")
-    return run_dir / "tokenizer.model" if run_dir else None
+    for name in TOKENIZER_FILES:
+        run_dir = run_dir_holding(init_from, name)
+        if run_dir:
+            return run_dir / name
+    return None
 
 
 def get_tokenizer(cfg: Config, run_dir: Path | None, train_docs: list[str]) -> Tokenizer:
@@ -109,12 +113,12 @@ def get_tokenizer(cfg: Config, run_dir: Path | None, train_docs: list[str]) -> T
     if inherited:
         return Tokenizer.load(inherited)
     if cfg.init_from:
-        raise UserError(f"init_from = {cfg.init_from!r} has no tokenizer.model beside it; set data.tokenizer.path to "
-                        "the tokenizer that checkpoint was trained with.")
-    cached = run_dir / "tokenizer.model" if run_dir else None
-    if cached and cached.is_file():
+        raise UserError(f"init_from = {cfg.init_from!r} has no tokenizer.model or tokenizer.json beside it; set "
+                        "data.tokenizer.path to the tokenizer that checkpoint was trained with.")
+    cached = tokenizer_file(run_dir) if run_dir else None
+    if cached:
         return Tokenizer.load(cached)
-    return train_tokenizer(train_docs, tc.vocab_size, tc.model_type, tc.train_chars)
+    return train_tokenizer(train_docs, tc.vocab_size, tc.model_type, tc.train_chars, tc.kind)
 
 
 def tokenize(tok: Tokenizer, docs: list[str]) -> TokenStream:

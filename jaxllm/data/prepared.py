@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxllm.data.packing import TokenStream
-from jaxllm.data.tokenizer import Tokenizer
+from jaxllm.data.tokenizer import Tokenizer, tokenizer_file
 from jaxllm.errors import UserError
 
 FORMAT_VERSION = 1
@@ -57,7 +57,7 @@ def write_prepared(out_dir: Path, streams: dict[str, TokenStream], tokenizer: To
     out_dir = Path(out_dir)
     (out_dir / "stats.json").unlink(missing_ok=True)
     split_stats = {name: write_split(out_dir / name, s, tokenizer.vocab_size) for name, s in streams.items()}
-    tokenizer.save(out_dir / "tokenizer.model")
+    tokenizer.save(out_dir / tokenizer.filename)
     full = {"format_version": FORMAT_VERSION, "vocab_size": tokenizer.vocab_size, "splits": split_stats, **stats}
     (out_dir / "stats.json").write_text(json.dumps(full, indent=2))
     return full
@@ -73,9 +73,9 @@ def read_prepared(out_dir: str | Path) -> tuple[dict[str, TokenStream], Tokenize
     if stats.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{stats_path}: format version {stats.get('format_version')}, this jaxllm reads "
                         f"{FORMAT_VERSION}; re-run `jaxllm data prepare`.")
-    tokenizer = Tokenizer.load(out_dir / "tokenizer.model")
+    tokenizer = Tokenizer.load(tokenizer_file(out_dir) or out_dir / "tokenizer.model")
     if tokenizer.vocab_size != stats["vocab_size"]:
-        raise UserError(f"{out_dir}: tokenizer.model has {tokenizer.vocab_size} pieces but the tokens were written "
+        raise UserError(f"{out_dir}: {Path(tokenizer.name).name} has {tokenizer.vocab_size} pieces but the tokens were written "
                         f"with {stats['vocab_size']}; re-run `jaxllm data prepare`.")
     streams = {name: read_split(out_dir / name) for name in SPLITS if (out_dir / name).is_dir()}
     return streams, tokenizer, stats

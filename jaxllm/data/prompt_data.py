@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxllm.config.schema import Config
-from jaxllm.data.chat import ChatTemplate, Conversation, Message
+from jaxllm.data.chat import ChatTemplate, chat_template, Conversation, Message
 from jaxllm.data.chat_sources import BadChat, parse_hh
 from jaxllm.data.prepare import get_tokenizer
 from jaxllm.data.readers import read_records
@@ -53,7 +53,7 @@ def load_prompt_data(cfg: Config, run_dir: Path | None, eval_prompts: int) -> Pr
     else:
         train, held, report = open_source(cfg.data).prompts(eval_prompts)
     tok = get_tokenizer(cfg, run_dir, [m.content for p in train for m in p.conversation])
-    return PromptData(tok, ChatTemplate(tok), train, held, {**report, "prompts": {"train": len(train), "eval": len(held)}})
+    return PromptData(tok, chat_template(tok), train, held, {**report, "prompts": {"train": len(train), "eval": len(held)}})
 
 
 def prompt_lines(stats: dict) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxllm.config.schema import Config
-from jaxllm.data.chat import ChatTemplate, Conversation
+from jaxllm.data.chat import ChatTemplate, chat_template, Conversation
 from jaxllm.data.packing import pack_examples
 from jaxllm.data.prepare import get_tokenizer
 from jaxllm.data.sources import open_source, train_and_held_out
@@ -57,7 +57,7 @@ def load_sft_data(cfg: Config, run_dir: Path | None, train_on: str = "all_assist
     convs, report = load_conversations(cfg)
     train, held = train_and_held_out(cfg.data, convs, lambda src: src.conversations())
     tok = get_tokenizer(cfg, run_dir, [m.content for c in train for m in c])
-    template = ChatTemplate(tok)
+    template = chat_template(tok)
     rows, pack_stats = pack_examples(encode_all(template, train, train_on), cfg.train.seq_len)
     eval_rows, _ = pack_examples(encode_all(template, held, train_on), cfg.train.seq_len)
     stats = {**report, "conversations": {"train": len(train), "eval": len(held)}, "packing": pack_stats}

@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 
 from jaxllm.config.schema import Config
-from jaxllm.data.chat import ChatTemplate, Conversation, Message
+from jaxllm.data.chat import ChatTemplate, chat_template, Conversation, Message
 from jaxllm.data.chat_sources import BadChat
 from jaxllm.data.prepare import get_tokenizer
 from jaxllm.data.readers import read_records
@@ -75,7 +75,7 @@ def load_task_data(cfg: Config, run_dir: Path | None, eval_prompts: int, instruc
     train = [task_prompt(r, instruction) for r in train]
     held = [task_prompt(r, instruction) for r in held]
     tok = get_tokenizer(cfg, run_dir, [m.content for p in train for m in p.conversation])
-    return TaskData(tok, ChatTemplate(tok), train, held,
+    return TaskData(tok, chat_template(tok), train, held,
                     {**report, "tasks": {"train": len(train), "eval": len(held)}})
 
 

@@ -1,4 +1,9 @@
-"""SentencePiece tokenizer: trained on the corpus, with reserved special tokens, or a pretrained model's.
+"""Tokenizers: SentencePiece (here) or Hugging Face ``tokenizer.json`` (`hf_tokenizer.py`), one interface.
+
+`Tokenizer.load` takes either file and `tokenizer_file` finds either in a directory; `train_tokenizer`
+trains the kind ``data.tokenizer.kind`` names.
+
+SentencePiece: trained on the corpus, with reserved special tokens, or a pretrained model's.
 
 A tokenizer jaxllm trains has ids 0-3 fixed (pad, unk, bos, eos), the chat roles
 and end-of-turn marker as reserved pieces (so later stages build chat templates
@@ -21,8 +26,23 @@ PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIAL_PIECES = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 
 
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")  # SentencePiece, Hugging Face
+
+
+def tokenizer_file(directory: str | os.PathLike) -> Path | None:
+    """The tokenizer a run dir (or prepared-data dir) holds: ``tokenizer.model`` or ``tokenizer.json``."""
+    for name in TOKENIZER_FILES:
+        if (Path(directory) / name).is_file():
+            return Path(directory) / name
+    return None
+
+
 class Tokenizer:
     """Thin wrapper over a SentencePiece model with the ids the trainer needs."""
+
+    kind = "sentencepiece"
+    filename = "tokenizer.model"
+    chat_template = None  # a model's own template comes with Hugging Face tokenizers only
 
     def __init__(self, model_proto: bytes, name: str = "<memory>"):
         self.name = name
@@ -42,10 +62,16 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Tokenizer":
+        """A SentencePiece ``.model``, or a Hugging Face ``tokenizer.json`` (or a directory holding one)."""
         path = Path(path)
+        if path.suffix == ".json" or (path.is_dir() and (path / "tokenizer.json").is_file()):
+            from jaxllm.data.hf_tokenizer import HFTokenizer
+            return HFTokenizer.load(path)
+        if path.is_dir() and (path / "tokenizer.model").is_file():
+            path = path / "tokenizer.model"
         if not path.is_file():
             raise UserError(f"tokenizer file not found: {path}. Train one with `jaxllm tokenizer train` "
-                            "or set data.tokenizer.path to an existing SentencePiece .model.")
+                            "or set data.tokenizer.path to an existing SentencePiece .model or tokenizer.json.")
         return cls(path.read_bytes(), str(path))
 
     def save(self, path: str | os.PathLike) -> None:
@@ -86,11 +112,15 @@ def training_sentences(text: str, limit: int = SENTENCE_CHARS):
 
 
 def train_tokenizer(texts: list[str], vocab_size: int = 4096, model_type: str = "bpe",
-                    max_chars: int = 3_000_000) -> Tokenizer:
-    """Train on ``texts`` (up to ``max_chars``), in memory; deterministic for the same input.
+                    max_chars: int = 3_000_000, kind: str = "sentencepiece") -> Tokenizer:
+    """Train on ``texts`` (up to ``max_chars``), in memory; deterministic for the same input. ``kind``:
+    sentencepiece (``model_type`` bpe or unigram) or bpe (Hugging Face byte-level BPE, `hf_tokenizer.train_bpe`).
 
     ``tokenizer.trained_on`` says how much was used: documents and characters, and what was left out.
     """
+    if kind == "bpe":
+        from jaxllm.data.hf_tokenizer import train_bpe
+        return train_bpe(texts, vocab_size, max_chars)
     sample, total = [], 0
     for t in texts:
         if total >= max_chars:

@@ -15,8 +15,8 @@ import jax
 
 from jaxllm.config import load_config
 from jaxllm.config.schema import Config
-from jaxllm.data.chat import ChatTemplate, Conversation, Message
-from jaxllm.data.tokenizer import Tokenizer
+from jaxllm.data.chat import ChatTemplate, Conversation, Message, chat_template
+from jaxllm.data.tokenizer import Tokenizer, tokenizer_file
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.model import Transformer, resolve_spec
 from jaxllm.model.decode import Sampling, generate
@@ -44,7 +44,7 @@ class Loaded:
 
     @functools.cached_property
     def chat_template(self) -> ChatTemplate:
-        return ChatTemplate(self.tokenizer)
+        return chat_template(self.tokenizer)
 
     @property
     def is_chat_model(self) -> bool:
@@ -111,8 +111,8 @@ def load_checkpoint(path: str | Path, overrides: list[str] = (), devices=None) -
     fits the devices, else plain data parallelism."""
     run_dir = find_run_dir(path)
     cfg = load_config(run_dir / "config.yaml", list(overrides))
-    tok_path = run_dir / "tokenizer.model"  # every run dir gets one; older runs may only name data.tokenizer.path
-    tokenizer = Tokenizer.load(tok_path if tok_path.is_file() or not cfg.data.tokenizer.path else cfg.data.tokenizer.path)
+    tok_path = tokenizer_file(run_dir)  # every run dir gets one; older runs may only name data.tokenizer.path
+    tokenizer = Tokenizer.load(tok_path or cfg.data.tokenizer.path or run_dir / "tokenizer.model")
     spec = resolve_spec(cfg.model, tokenizer.vocab_size)
     model = Transformer(spec)
     ospec = get_spec(cfg.objective.name)

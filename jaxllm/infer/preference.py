@@ -50,9 +50,9 @@ def _fresh_init(cfg, model, layout):
 def preference_accuracy(path: str | Path, files: list[str], on_error: str = "skip", batch: int = 32) -> dict:
     """Accuracy of the run at ``path`` on the rankings in ``files``, with the length baseline and what was skipped."""
     from jaxllm.config import load_config
-    from jaxllm.data.chat import ChatTemplate
+    from jaxllm.data.chat import chat_template
     from jaxllm.data.pref_data import encode_rankings, read_ranking_files
-    from jaxllm.data.tokenizer import Tokenizer
+    from jaxllm.data.tokenizer import Tokenizer, tokenizer_file
     from jaxllm.model import Transformer, resolve_spec
     from jaxllm.model.scalar import ScalarModel, sequence_scores
     from jaxllm.objectives.dpo import map_responses, sequence_logps
@@ -68,8 +68,8 @@ def preference_accuracy(path: str | Path, files: list[str], on_error: str = "ski
     if kind not in ("reward", "dpo"):
         raise UserError(f"--pairs: {run_dir} is a {kind} run; preference accuracy needs a reward model run (its "
                         "scores) or a DPO run (its implicit reward).")
-    tok = Tokenizer.load(run_dir / "tokenizer.model")
-    template = ChatTemplate(tok)
+    tok = Tokenizer.load(tokenizer_file(run_dir) or run_dir / "tokenizer.model")
+    template = chat_template(tok)
     rankings, report = read_ranking_files(files, on_error)
     k = max(len(r.responses) for r in rankings)
     arrays, cut = encode_rankings(template, rankings, k, cfg.train.seq_len, response_mask=True)

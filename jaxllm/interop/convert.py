@@ -2,11 +2,12 @@
 
 ``from_hf(HF_DIR, OUT)`` writes a jaxllm run dir: ``checkpoints/0`` (parameters, sharded FSDP over the
 local devices while converting), ``config.yaml`` (so generate/chat/eval/to-hf take the dir), ``model.yaml``
-(the model section that reproduces the HF model, to list under ``base:``) and, where the HF directory has
-a SentencePiece ``tokenizer.model``, a copy of it. A ``tokenizer.json`` alone is copied but not used:
-jaxllm tokenizes with SentencePiece only. ``to_hf(CHECKPOINT, OUT)`` writes ``config.json`` + safetensors from a jaxllm run: a language
+(the model section that reproduces the HF model, to list under ``base:``) and the model's tokenizer
+(``tokenizer.json`` with its config files and chat template, else ``tokenizer.model``), which training, chat
+and eval then use. ``to_hf(CHECKPOINT, OUT)`` writes ``config.json`` + safetensors from a jaxllm run: a language
 model (pre-training, SFT, the policy of a PPO run) as ``*ForCausalLM``/``GPT2LMHeadModel``, a reward
-model (or a PPO run's critic, ``part="critic"``) as ``*ForSequenceClassification`` with one label.
+model (or a PPO run's critic, ``part="critic"``) as ``*ForSequenceClassification`` with one label, plus the
+tokenizer files ``AutoTokenizer`` reads with jaxllm's ids and ``generation_config.json`` with jaxllm's stops.
 """
 
 from __future__ import annotations
@@ -67,22 +68,42 @@ def from_hf(hf_dir: str | Path, out: str | Path) -> list[str]:
              f"{param_count(params) / 1e6:.2f}M parameters, {spec.n_layers} layers x {spec.d_model}, vocab {spec.vocab_size}",
              f"wrote {out}/checkpoints/0, {out}/config.yaml and {out}/model.yaml (put it last under `base:` in a training "
              f"config, with init_from: {out})"]
-    sp = hf_dir / "tokenizer.model"
-    if sp.is_file():
-        shutil.copy(sp, out / "tokenizer.model")
-        lines.append(f"copied the SentencePiece tokenizer {sp} to {out}/tokenizer.model")
-    elif (hf_dir / "tokenizer.json").is_file():
-        shutil.copy(hf_dir / "tokenizer.json", out / "tokenizer.json")
-        lines.append(f"{hf_dir} has only tokenizer.json (copied, not used): jaxllm tokenizes with SentencePiece, so "
-                     "training, chat and eval need a tokenizer.model for this vocabulary (set data.tokenizer.path); "
-                     "the weights themselves converted exactly")
-    else:
-        lines.append(f"{hf_dir} has no tokenizer.model or tokenizer.json: bring the model's tokenizer yourself")
+    lines += _import_tokenizer(hf_dir, out, spec.vocab_size)
     return lines
 
 
+TOKENIZER_EXTRAS = ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+
+
+def _import_tokenizer(hf_dir: Path, out: Path, vocab_size: int) -> list[str]:
+    """Copy the model's tokenizer into the run dir: ``tokenizer.json`` (preferred: it is what ``transformers``
+    uses) with its config files, else a SentencePiece ``tokenizer.model``. Checked against the embedding."""
+    from jaxllm.data.tokenizer import Tokenizer
+
+    if (hf_dir / "tokenizer.json").is_file():
+        names = ["tokenizer.json", *[n for n in TOKENIZER_EXTRAS if (hf_dir / n).is_file()]]
+    elif (hf_dir / "tokenizer.model").is_file():
+        names = ["tokenizer.model"]
+    else:
+        return [f"{hf_dir} has no tokenizer.json or tokenizer.model: bring the model's tokenizer yourself "
+                "(data.tokenizer.path)"]
+    tok = Tokenizer.load(hf_dir / names[0])
+    if tok.vocab_size > vocab_size:
+        raise UserError(f"{hf_dir / names[0]}: the tokenizer has {tok.vocab_size} tokens but the model's embedding has "
+                        f"{vocab_size} rows (config.json vocab_size); ids past {vocab_size - 1} would have no embedding. "
+                        "The tokenizer belongs to another model.")
+    for n in names:
+        shutil.copy(hf_dir / n, out / n)
+    what = f"{tok.vocab_size} tokens, BOS {tok.bos_id}, EOS {tok.eos_id}, pad {tok.pad_id}"
+    if getattr(tok, "chat_template", None):
+        from jaxllm.data.model_template import ModelChatTemplate
+        template = ModelChatTemplate(tok)
+        what += f"; its chat template is used (assistant turns found by {template.how})"
+    return [f"copied the tokenizer ({', '.join(names)}; {what}) to {out}"]
+
+
 EXPORT_FILES = ("config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
-                INDEX, "tokenizer.model")
+                INDEX, "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def _check_export_dir(out: Path, overwrite: bool) -> None:
@@ -117,13 +138,13 @@ def to_hf(checkpoint: str | Path, out: str | Path, part: str = "auto", dtype: st
     _check_export_dir(Path(out), overwrite)
     cfg: Config = load_config(run_dir / "config.yaml", ["mesh.data=1", "mesh.fsdp=-1", "mesh.tensor=1"])
     vocab = cfg.model.vocab_size
-    tokenizer = None
-    if (run_dir / "tokenizer.model").is_file():
-        from jaxllm.data.tokenizer import Tokenizer
-        tokenizer = Tokenizer.load(run_dir / "tokenizer.model")
+    from jaxllm.data.tokenizer import Tokenizer, tokenizer_file
+
+    tokenizer = Tokenizer.load(tokenizer_file(run_dir)) if tokenizer_file(run_dir) else None
     if vocab is None:
         if tokenizer is None:
-            raise UserError(f"{run_dir}: model.vocab_size is null and there is no tokenizer.model to size it from.")
+            raise UserError(f"{run_dir}: model.vocab_size is null and there is no tokenizer.model or tokenizer.json "
+                            "to size it from.")
         vocab = tokenizer.vocab_size
     spec = resolve_spec(cfg.model, vocab, backend="cpu")
     ospec = get_spec(cfg.objective.name)
@@ -147,9 +168,48 @@ def to_hf(checkpoint: str | Path, out: str | Path, part: str = "auto", dtype: st
     notes = write_hf(params, spec, out, scalar=scalar, dtype=dtype, max_shard_bytes=max_shard_bytes, **ids)
     out = Path(out)
     if tokenizer is not None:
-        shutil.copy(run_dir / "tokenizer.model", out / "tokenizer.model")
+        notes += export_tokenizer(tokenizer, run_dir, out)
     what = "sequence classifier (num_labels 1)" if scalar else "causal LM"
     return [f"wrote {out}: {spec.family} {what} from {run_dir} ({kind} run{', ' + part if len(ospec.parts) > 1 else ''}), {dtype}",
             *notes]
+
+
+def export_tokenizer(tokenizer, run_dir: Path, out: Path) -> list[str]:
+    """The tokenizer files ``AutoTokenizer`` reads with jaxllm's ids, and ``generation_config.json`` whose
+    ``eos_token_id`` lists jaxllm's stop tokens (so ``generate`` with its defaults stops where jaxllm stops).
+    A SentencePiece run keeps ``tokenizer.model`` and gains an equivalent ``tokenizer.json`` and jaxllm's chat
+    template in Jinja (`chat.jinja_template`); a Hugging Face tokenizer is written as it came, chat template too."""
+    import json
+
+    from jaxllm.data.chat import chat_template
+    from jaxllm.data.hf_tokenizer import sentencepiece_to_hf
+
+    from jaxllm.data.chat import ChatTemplate, jinja_template
+    from jaxllm.data.hf_tokenizer import HFTokenizer
+
+    notes = []
+    hf_tok = tokenizer
+    if tokenizer.kind == "sentencepiece":
+        shutil.copy(run_dir / "tokenizer.model", out / "tokenizer.model")
+        try:
+            hf_tok = sentencepiece_to_hf(tokenizer)
+        except UserError as e:
+            return [str(e)]
+    config = dict(hf_tok.config)
+    if not config.get("chat_template") and ChatTemplate(tokenizer).reserved:
+        config["chat_template"] = jinja_template()
+    HFTokenizer(hf_tok.tokenizer_json, config, hf_tok.name).save(out / "tokenizer.json")
+    specials = {k: config[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token") if config.get(k) is not None}
+    (out / "special_tokens_map.json").write_text(json.dumps(specials, indent=2, ensure_ascii=False) + "\n")
+    stops = list(chat_template(tokenizer).stop_ids)
+    generation = {"bos_token_id": tokenizer.bos_id, "eos_token_id": stops if len(stops) > 1 else stops[0],
+                  "pad_token_id": tokenizer.pad_id}
+    source = run_dir / "generation_config.json"
+    if source.is_file():  # an imported model's own sampling defaults, with jaxllm's stop and special ids
+        generation = {**json.loads(source.read_text()), **generation}
+    (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+    notes.append(f"wrote the tokenizer (tokenizer.json, tokenizer_config.json{', chat template' if config.get('chat_template') else ''}"
+                 f", special_tokens_map.json) and generation_config.json (stops at ids {stops})")
+    return notes
 
 

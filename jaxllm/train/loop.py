@@ -26,6 +26,7 @@ import numpy as np
 
 from jaxllm.config import dump_yaml, to_dict
 from jaxllm.config.schema import Config
+from jaxllm.data.tokenizer import tokenizer_file
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.model import Transformer, param_count, resolve_spec
 from jaxllm.model.decode import Sampling, generate
@@ -194,8 +195,8 @@ def _write_run_dir(r: _Run) -> None:
     if r.changed_keys:
         keep_old_config(r.run_dir, r.resume_at)
     (r.run_dir / "config.yaml").write_text(dump_yaml(r.cfg))
-    if not (r.run_dir / "tokenizer.model").exists():
-        r.tokenizer.save(r.run_dir / "tokenizer.model")
+    if tokenizer_file(r.run_dir) is None:
+        r.tokenizer.save(r.run_dir / r.tokenizer.filename)
 
 
 def _place(p: Params, fresh, layout: Layout, abstract=None):
