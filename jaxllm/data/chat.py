@@ -79,12 +79,17 @@ class ChatTemplate:
 
     def reply_text(self, tokens: list[int]) -> str:
         """Text of generated tokens, up to (without) the first stop token."""
-        out = []
-        for t in tokens:
-            if t in self.stop_ids:
-                break
-            out.append(t)
-        return self.tok.decode(out)
+        return text_until_stop(self.tok, tokens, self.stop_ids)
+
+
+def text_until_stop(tok, tokens: list[int], stop_ids) -> str:
+    """``tokens`` decoded up to (without) the first of ``stop_ids``."""
+    out = []
+    for t in tokens:
+        if t in stop_ids:
+            break
+        out.append(t)
+    return tok.decode(out)
 
 
 def user(text: str) -> Message:

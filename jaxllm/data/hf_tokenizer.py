@@ -131,14 +131,9 @@ def train_bpe(texts: list[str], vocab_size: int, max_chars: int) -> HFTokenizer:
     bos, eos as in jaxllm's SentencePiece tokenizers, then the chat pieces. Deterministic for the same input."""
     from tokenizers import Tokenizer as _Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from jaxllm.data.tokenizer import SPECIAL_PIECES, training_sentences
+    from jaxllm.data.tokenizer import SPECIAL_PIECES, training_sample, training_sentences
 
-    sample, total = [], 0
-    for t in texts:
-        if total >= max_chars:
-            break
-        sample.append(t)
-        total += len(t)
+    sample, trained_on = training_sample(texts, max_chars)
     specials = ["<pad>", "<unk>", "<s>", "</s>", *SPECIAL_PIECES]
     tk = _Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -150,8 +145,7 @@ def train_bpe(texts: list[str], vocab_size: int, max_chars: int) -> HFTokenizer:
               "pad_token": "<pad>", "unk_token": "<unk>", "add_bos_token": False, "add_eos_token": False,
               "clean_up_tokenization_spaces": False, "model_max_length": 1 << 30}
     tok = HFTokenizer(tk.to_str().encode("utf-8"), config, "<trained>")
-    tok.trained_on = {"documents": len(sample), "characters": total, "documents_left_out": len(texts) - len(sample),
-                      "characters_left_out": sum(len(t) for t in texts[len(sample):]), "max_chars": max_chars}
+    tok.trained_on = trained_on
     return tok
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime
 import json
 
-from jaxllm.data.chat import Conversation, Message
+from jaxllm.data.chat import Conversation, Message, text_until_stop
 from jaxllm.errors import UserError
 
 _OPEN, _CLOSE = "\ue000", "\ue001"  # private-use characters bracketing {% generation %} output while rendering
@@ -143,12 +143,7 @@ class ModelChatTemplate:
         return tuple(dict.fromkeys([*closing, self.tok.eos_id]))
 
     def reply_text(self, tokens: list[int]) -> str:
-        out = []
-        for t in tokens:
-            if t in self.stop_ids:
-                break
-            out.append(t)
-        return self.tok.decode(out)
+        return text_until_stop(self.tok, tokens, self.stop_ids)
 
 
 def _text(value):

@@ -111,6 +111,18 @@ def training_sentences(text: str, limit: int = SENTENCE_CHARS):
             yield line
 
 
+def training_sample(texts: list[str], max_chars: int) -> tuple[list[str], dict]:
+    """The first documents of ``texts`` up to ``max_chars`` characters, and the `trained_on` record of them."""
+    sample, total = [], 0
+    for t in texts:
+        if total >= max_chars:
+            break
+        sample.append(t)
+        total += len(t)
+    return sample, {"documents": len(sample), "characters": total, "documents_left_out": len(texts) - len(sample),
+                    "characters_left_out": sum(len(t) for t in texts[len(sample):]), "max_chars": max_chars}
+
+
 def train_tokenizer(texts: list[str], vocab_size: int = 4096, model_type: str = "bpe",
                     max_chars: int = 3_000_000, kind: str = "sentencepiece") -> Tokenizer:
     """Train on ``texts`` (up to ``max_chars``), in memory; deterministic for the same input. ``kind``:
@@ -121,12 +133,7 @@ def train_tokenizer(texts: list[str], vocab_size: int = 4096, model_type: str = 
     if kind == "bpe":
         from jaxllm.data.hf_tokenizer import train_bpe
         return train_bpe(texts, vocab_size, max_chars)
-    sample, total = [], 0
-    for t in texts:
-        if total >= max_chars:
-            break
-        sample.append(t)
-        total += len(t)
+    sample, trained_on = training_sample(texts, max_chars)
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
@@ -140,6 +147,5 @@ def train_tokenizer(texts: list[str], vocab_size: int = 4096, model_type: str = 
     except RuntimeError as e:
         raise UserError(f"SentencePiece training failed: {e}. With little text, lower data.tokenizer.vocab_size.") from None
     tok = Tokenizer(model.getvalue(), "<trained>")
-    tok.trained_on = {"documents": len(sample), "characters": total, "documents_left_out": len(texts) - len(sample),
-                      "characters_left_out": sum(len(t) for t in texts[len(sample):]), "max_chars": max_chars}
+    tok.trained_on = trained_on
     return tok
