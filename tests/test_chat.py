@@ -90,11 +90,11 @@ def test_packed_rows_keep_targets_and_conversations_apart(tok):
                         backend="cpu")
     model = Transformer(spec)
     params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"])
-    packed = model.apply({"params": params}, jnp.asarray(rows["inputs"][:1]), jnp.asarray(rows["positions"][:1]),
-                         jnp.asarray(rows["segment_ids"][:1]))[0]
+    packed = jax.jit(model.apply)({"params": params}, jnp.asarray(rows["inputs"][:1]), jnp.asarray(rows["positions"][:1]),
+                                  jnp.asarray(rows["segment_ids"][:1]))[0]
     for seg in (1, 2):
         at = np.flatnonzero(rows["segment_ids"][0] == seg)
-        alone = model.apply({"params": params}, jnp.asarray(rows["inputs"][0, at][None]))[0]
+        alone = jax.jit(model.apply)({"params": params}, jnp.asarray(rows["inputs"][0, at][None]))[0]
         np.testing.assert_allclose(np.asarray(packed)[at], np.asarray(alone), atol=1e-5)
 
 

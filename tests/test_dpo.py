@@ -101,7 +101,7 @@ def test_sequence_logps_score_only_response_tokens_against_a_full_forward():
     got, count = sequence_logps(model, params, jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(resp))
     for i in range(3):
         n = int(mask[i].sum())
-        logits = np.asarray(model.apply({"params": params}, jnp.asarray(tokens[i:i + 1, :n])))[0]
+        logits = np.asarray(jax.jit(model.apply)({"params": params}, jnp.asarray(tokens[i:i + 1, :n])))[0]
         lsm = logits - np.log(np.sum(np.exp(logits - logits.max(-1, keepdims=True)), -1, keepdims=True)) - logits.max(-1, keepdims=True)
         want = sum(lsm[j - 1, tokens[i, j]] for j in range(1, n) if resp[i, j])
         np.testing.assert_allclose(float(got[i]), want, rtol=1e-5)
@@ -165,7 +165,7 @@ def pair_runs(tmp_path_factory):
 
 
 def _np_logp(loaded_model, params, tokens, response):
-    logits = np.asarray(loaded_model.apply({"params": params}, jnp.asarray([tokens])))[0].astype(np.float64)
+    logits = np.asarray(jax.jit(loaded_model.apply)({"params": params}, jnp.asarray([tokens])))[0].astype(np.float64)
     lsm = logits - logits.max(-1, keepdims=True)
     lsm = lsm - np.log(np.exp(lsm).sum(-1, keepdims=True))
     return sum(lsm[j - 1, tokens[j]] for j in range(1, len(tokens)) if response[j])
@@ -205,7 +205,7 @@ def test_eval_pairs_scores_dpo_and_reward_runs_against_a_full_forward(pair_runs,
         rm_params = load_params(str(d / "rm"), ref.layout.abstract_params(rm))
     right = 0
     for r in rankings:
-        s = [float(np.asarray(rm.apply({"params": rm_params}, jnp.asarray([t])))[0, -1])
+        s = [float(np.asarray(jax.jit(rm.apply)({"params": rm_params}, jnp.asarray([t])))[0, -1])
              for t, _ in (encode_response(tpl, r.prompt, c) for c in r.responses)]
         gaps = [s[i] - s[j] for i, j in itertools.combinations(range(len(s)), 2)]
         assert min(abs(g) for g in gaps) > 1e-4  # no near-ties that float rounding could flip

@@ -33,7 +33,7 @@ def rm():
 
 def _alone(model, params, seq):
     """The score of one unpadded sequence: the head's output at its last position, from a plain forward pass."""
-    out = model.apply({"params": params}, jnp.asarray([seq], jnp.int32))
+    out = jax.jit(model.apply)({"params": params}, jnp.asarray([seq], jnp.int32))
     return float(out[0, -1])
 
 

@@ -95,7 +95,7 @@ def test_perplexity_matches_per_document_forward_passes(runs, tmp_path):
     got = perplexity(loaded, [str(path)], seq_len=total_len - 1)
     nll, count = 0.0, 0
     for s in seqs:
-        logits = np.asarray(loaded.model.apply({"params": loaded.params}, jnp.asarray([s[:-1]])))[0].astype(np.float64)
+        logits = np.asarray(jax.jit(loaded.model.apply)({"params": loaded.params}, jnp.asarray([s[:-1]])))[0].astype(np.float64)
         logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
         nll -= logp[np.arange(len(s) - 1), s[1:]].sum()
         count += len(s) - 1

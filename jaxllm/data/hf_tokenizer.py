@@ -2,8 +2,9 @@
 them), with the interface of the SentencePiece `Tokenizer`, so every stage takes either.
 
 Special tokens come from ``tokenizer_config.json`` beside ``tokenizer.json`` (else ``special_tokens_map.json``),
-as ``transformers`` reads them. A model without a BOS token (Qwen) separates documents with its EOS; without a
-pad token, padding uses EOS (padded positions are always masked). Text is encoded without the tokenizer's own
+as ``transformers`` reads them. A model without a BOS token (Qwen) starts documents with its pad token
+(``<|endoftext|>``, Qwen's document separator), else with EOS; without a pad token, padding uses EOS (padded
+positions are always masked). Text is encoded without the tokenizer's own
 added specials (``add_special_tokens=False``): jaxllm places BOS/EOS itself, and a chat template writes its own.
 
 A run dir holds the pair as ``tokenizer.json`` + ``tokenizer_config.json``; a tokenizer jaxllm trains
@@ -49,7 +50,8 @@ class HFTokenizer:
             raise UserError(f"{name}: no eos_token in {CONFIG} (or it is not in the vocabulary); jaxllm needs one to end "
                             f"documents and replies. Add \"eos_token\" to {CONFIG}.")
         self.eos_id = ids["eos"]
-        self.bos_id = ids["bos"] if ids["bos"] is not None else self.eos_id
+        # no BOS (Qwen): documents start with the pad token, Qwen's <|endoftext|>, else with EOS
+        self.bos_id = next(i for i in (ids["bos"], ids["pad"], self.eos_id) if i is not None)
         self.pad_id = ids["pad"] if ids["pad"] is not None else self.eos_id
         self.unk_id = ids["unk"] if ids["unk"] is not None else -1
         self.chat_template = self.config.get("chat_template")
