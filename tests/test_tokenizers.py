@@ -177,9 +177,10 @@ def test_jaxllm_template_in_jinja_renders_what_chat_template_encodes(docs):
     assert model.prompt(CONV[:2]) == ChatTemplate(tok).prompt(CONV[:2])
 
 
-def test_a_bpe_kind_run_prepares_trains_and_generates(tmp_path, capsys):
-    """``data.tokenizer.kind=bpe`` end to end: `jaxllm tokenizer train` writes tokenizer.json, `data prepare` and
-    training use it, the run dir keeps it, and `jaxllm generate` reads it back."""
+def test_the_bpe_kind_trains_from_the_command_and_prepares_data(tmp_path, capsys):
+    """``data.tokenizer.kind=bpe``: `jaxllm tokenizer train` writes tokenizer.json and `data prepare` writes the
+    same tokenizer beside the tokens, which `read_prepared` loads back. (Training, chat and export with a
+    tokenizer.json: the slow Qwen3/Gemma end-to-end test in test_hf_interop.py.)"""
     from conftest import ROOT, tiny_overrides
 
     from jaxllm.cli import main
@@ -190,14 +191,10 @@ def test_a_bpe_kind_run_prepares_trains_and_generates(tmp_path, capsys):
     assert main(["tokenizer", "train", cfg, *over, "--out", str(tmp_path / "tok" / "tokenizer.json")]) == 0
     assert "byte-level BPE, tokenizer.json" in capsys.readouterr().out
     assert main(["data", "prepare", cfg, *over]) == 0
-    _, tok, _ = read_prepared(tmp_path / "prep")
+    streams, tok, _ = read_prepared(tmp_path / "prep")
     assert isinstance(tok, HFTokenizer) and (tmp_path / "prep" / "tokenizer_config.json").is_file()
     assert tok.tokenizer_json == HFTokenizer.load(tmp_path / "tok").tokenizer_json  # same corpus, same tokenizer
-    assert main(["train", cfg, *over, "data.source=prepared", "train.steps=3", "checkpoint.every=3"]) == 0
-    assert (tmp_path / "run" / "tokenizer.json").is_file() and not (tmp_path / "run" / "tokenizer.model").exists()
-    capsys.readouterr()
-    assert main(["generate", str(tmp_path / "run"), "--prompt", "The capital", "--max-new-tokens", "5"]) == 0
-    assert capsys.readouterr().out.strip()
+    assert streams["train"].tokens.max() < tok.vocab_size and streams["train"].tokens[0] == tok.bos_id
 
 
 def test_a_tokenizer_larger_than_the_embedding_is_refused_at_conversion(tmp_path, docs):
@@ -212,3 +209,17 @@ def test_a_tokenizer_larger_than_the_embedding_is_refused_at_conversion(tmp_path
         _import_tokenizer(d, tmp_path / "run", n - 10)
     lines = _import_tokenizer(d, tmp_path / "run", n + 4)  # fewer tokens than rows is normal (Qwen pads)
     assert "its chat template is used (assistant turns found by its {% generation %} markers)" in lines[0]
+
+
+def test_a_response_cut_at_a_length_limit_ends_before_the_turns_closing_tokens(tmp_path, docs):
+    """Preference data: a candidate that does not stop loses its turn's end (<|im_end|> and the newline after
+    it in ChatML; jaxllm's <|end|>), so the policy is never credited with stopping there."""
+    from jaxllm.data.pref_data import Candidate, encode_response
+
+    source, specials, config = STYLES["qwen"]
+    tok = HFTokenizer.load(_bpe_dir(tmp_path / "q", docs, specials, {**config, "chat_template": source}))
+    for template in (ModelChatTemplate(tok), ChatTemplate(train_tokenizer(docs, 500, max_chars=100_000))):
+        full, full_mask = encode_response(template, CONV[:2], Candidate("Paris is", True))
+        cut, cut_mask = encode_response(template, CONV[:2], Candidate("Paris is", False))
+        end = [i for i, t in enumerate(full) if t in template.stop_ids and full_mask[i]][-1]
+        assert cut == full[:end] and cut_mask == full_mask[:end] and sum(cut_mask) == sum(full_mask) - 1

@@ -92,9 +92,15 @@ def read_ranking_files(paths: list[str], on_error: str) -> tuple[list[Ranking], 
 
 
 def encode_response(template: ChatTemplate, prompt: Conversation, c: Candidate) -> tuple[list[int], list[int]]:
-    """Tokens of the whole chat and the response mask (1 on the assistant's tokens and its ``<|end|>``)."""
+    """Tokens of the whole chat and the response mask (1 on the assistant's tokens and its ``<|end|>``). A
+    response that does not stop (cut at a length limit) ends before its turn's closing token and whatever the
+    template writes after it (ChatML's newline after ``<|im_end|>``)."""
     toks, targets = template.encode([*prompt, Message("assistant", c.text)])
-    return (toks, targets) if c.stops else (toks[:-1], targets[:-1])
+    if c.stops:
+        return toks, targets
+    ends = [i for i, (t, f) in enumerate(zip(toks, targets)) if f and t in template.stop_ids]
+    cut = ends[-1] if ends else len(toks) - 1
+    return toks[:cut], targets[:cut]
 
 
 def encode_rankings(template: ChatTemplate, rankings: list[Ranking], k: int, seq_len: int,
