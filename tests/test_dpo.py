@@ -171,6 +171,7 @@ def _np_logp(loaded_model, params, tokens, response):
     return sum(lsm[j - 1, tokens[j]] for j in range(1, len(tokens)) if response[j])
 
 
+@pytest.mark.slow  # with the next: three tiny trainings (pair_runs) and CLI evaluations
 def test_eval_pairs_scores_dpo_and_reward_runs_against_a_full_forward(pair_runs, capsys):
     from jaxllm.cli import main
     from jaxllm.data.chat import ChatTemplate
@@ -285,6 +286,7 @@ def test_a_reference_tokenizer_other_than_the_policys_is_refused(pair_runs, tmp_
         load(cfg, None)
 
 
+@pytest.mark.slow
 def test_eval_pairs_rebuilds_the_reference_of_a_dpo_run_without_init_from(pair_runs, tmp_path):
     """lr = 0: the policy is its reference, so a rebuilt reference that is exact gives every reward 0 (ties: 0 right)."""
     from conftest import tiny_config

@@ -172,6 +172,7 @@ def _all_finite(run_dir) -> dict[int, bool]:
     return out
 
 
+@pytest.mark.slow  # trains to a NaN, then restores and checks every checkpoint
 def test_nonfinite_stop_names_the_step_and_keeps_every_checkpoint_finite(tmp_path):
     """lr=1e6 diverges within a few steps; first a good run, then the same run dir resumed at that lr
     (the resume that used to rotate the last good checkpoint away for NaN ones)."""
