@@ -206,12 +206,11 @@ def hf_config_from_spec(spec: ModelSpec, scalar: bool = False, pad_id: int | Non
         out.update(hidden_act="silu", mlp_bias=spec.bias("mlp"))
     if kind == "mistral":
         out["sliding_window"] = spec.sliding_window
+    types = [("sliding_attention" if spec.layer_window(i) else "full_attention") for i in range(spec.n_layers)]
     if kind in ("qwen2", "qwen3"):
-        types = [("sliding_attention" if spec.layer_window(i) else "full_attention") for i in range(spec.n_layers)]
         out.update(hidden_act="silu", use_sliding_window=bool(spec.sliding_window), sliding_window=spec.sliding_window or None,
                    max_window_layers=spec.n_layers if not spec.sliding_window else 0, layer_types=types)
     if kind == "gemma2":
-        types = [("sliding_attention" if spec.layer_window(i) else "full_attention") for i in range(spec.n_layers)]
         out.update(hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=_int_if_whole(spec.query_pre_attn_scalar or spec.head_dim),
                    attn_logit_softcapping=spec.attn_softcap or None, final_logit_softcapping=spec.final_softcap or None,
                    sliding_window=spec.sliding_window or None, layer_types=types)
