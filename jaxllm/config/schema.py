@@ -28,6 +28,32 @@ class RunConfig:
     dir: str = _f("runs/demo", doc="Run directory: config.yaml, metrics.jsonl, checkpoints/, tb/, tokenizer.")
 
 
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "proj", "fc", "lm_head", "embed")
+
+
+@dataclass
+class LoraConfig:
+    rank: int = _f(0, min=0, doc="LoRA rank r; 0 = off (every parameter trains). With r > 0 only the adapters (and "
+                   "model.lora.train) train, the base stays frozen, checkpoints hold only those, and DPO/PPO/GRPO's "
+                   "reference is the base with the adapters off (no second copy). Needs init_from.")
+    alpha: float = _f(16.0, min=0.0, doc="The update is (alpha / rank) * x A B.")
+    dropout: float = _f(0.0, min=0.0, max=1.0, doc="Dropout on the adapters' input (training only).")
+    targets: list = _f(factory=lambda: ["q", "k", "v", "o", "gate", "up", "proj", "fc"],
+                       doc="Modules that get adapters, by name: q, k, v, o (attention), gate, up, proj (gated MLP; proj is "
+                           "the MLP's output), fc (GELU MLP input), lm_head, embed (the input embedding, and the head of "
+                           "a tied model).")
+    train: list = _f(factory=lambda: ["head_kernel", "head_bias"],
+                     doc="Parameters trained in full beside the adapters, by name (PEFT's modules_to_save): by default the "
+                         "reward model's and critic's scalar head, which starts new.")
+    base_dtype: str = _f("param", choices=("param", "bfloat16", "float32"),
+                         doc="Storage dtype of the frozen base weights: param = model.param_dtype.")
+    quantize: str = _f("none", choices=("none", "int8", "nf4"),
+                       doc="QLoRA: store the frozen base's kernels quantized (qwix; int8 or 4-bit NormalFloat, one scale "
+                           "per quantize_block inputs of each output), dequantized in the matmul.")
+    quantize_block: int = _f(64, min=1, doc="Inputs sharing one scale in the quantized base (a kernel whose input size "
+                             "it does not divide gets one scale per output).")
+
+
 @dataclass
 class ModelConfig:
     family: str = _f("gpt2", choices=("gpt2", "llama", "qwen2", "qwen3", "gemma2"),  # = model.families.FAMILIES (a test checks)
@@ -82,6 +108,7 @@ class ModelConfig:
     scan_layers: bool = _f(True, doc="Stack blocks with nn.scan (one compiled block; params get a leading 'layers' axis).")
     scan_unroll: int = _f(1, min=1, doc="Blocks per iteration of the layer scan; n_layers unrolls it fully (same parameter layout; "
                                         "faster for small models on CPU, where the scan's per-layer slicing shows; longer compile).")
+    lora: LoraConfig = _f(factory=LoraConfig)
 
 
 @dataclass

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from jaxllm.config.schema import Config
+from jaxllm.config.schema import LORA_TARGETS, Config
 from jaxllm.errors import ConfigError
 from jaxllm.model.families import family
 
 MESH_AXES = ("data", "fsdp", "tensor")
-LOGICAL_AXES = ("vocab", "embed", "heads", "kv_heads", "mlp", "positions", "norm", "layers",
+LOGICAL_AXES = ("vocab", "embed", "heads", "kv_heads", "mlp", "positions", "norm", "layers", "lora",
                 "act_batch", "act_length", "act_embed", "act_heads", "act_kv", "act_mlp", "act_vocab")
 
 
@@ -45,6 +45,36 @@ def _check_builtin(b) -> None:
     if bad or not kinds or len(set(kinds)) != len(kinds):
         raise ConfigError(f"data.builtin.kinds = {b.kinds!r}: expected a list of distinct kinds from "
                           f"{', '.join(WORLD_KINDS)}" + (f" ({', '.join(map(repr, bad))} is not one)." if bad else "."))
+
+
+def lora_modules(m) -> list[str]:
+    """The modules of ``model`` (a ModelConfig) that can carry LoRA adapters."""
+    fam = family(m.family)
+    mlp = ["fc", "proj"] if fam.mlp == "gelu" else ["gate", "up", "proj"]
+    tied = fam.tie_embeddings if m.tie_embeddings is None else m.tie_embeddings
+    return ["q", "k", "v", "o", *mlp, *([] if tied else ["lm_head"]), "embed"]
+
+
+def _check_lora(cfg: Config) -> None:
+    lc = cfg.model.lora
+    if not lc.rank:
+        return
+    if not cfg.init_from:
+        raise ConfigError(f"model.lora.rank = {lc.rank}: LoRA adapts a trained model, but init_from is not set; give "
+                          "init_from (a run dir or a Hugging Face dir), or model.lora.rank=0 to train every parameter.")
+    bad = [t for t in lc.targets if t not in LORA_TARGETS]
+    if bad:
+        raise ConfigError(f"model.lora.targets: {bad[0]!r} is not a module name; choose from {', '.join(LORA_TARGETS)}.")
+    have = lora_modules(cfg.model)
+    if not any(t in have for t in lc.targets):
+        raise ConfigError(f"model.lora.targets = {lc.targets} names no module of this {cfg.model.family} model "
+                          f"(it has {', '.join(have)}).")
+    if lc.quantize != "none":
+        try:
+            import qwix  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"model.lora.quantize = {lc.quantize!r} needs the qwix package (pip install 'qwix>=0.1.8'; "
+                              "it is a jaxllm dependency), or model.lora.quantize=none.") from None
 
 
 def validate(cfg: Config) -> None:
@@ -88,6 +118,7 @@ def validate(cfg: Config) -> None:
                               f"are part of the axis; make mesh.{axis} a multiple of {dcn}.")
     _check_rules(cfg.mesh.rules)
     _check_distributed(cfg.distributed)
+    _check_lora(cfg)
     if cfg.data.clean.language_id and not cfg.data.clean.language_model:
         raise ConfigError("data.clean.language_id = true needs data.clean.language_model, a local fastText model "
                           "(e.g. lid.176.bin); jaxllm never downloads it.")

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxllm.model.lora import dense_adapter, kernel_value
 from jaxllm.model.spec import ModelSpec
 
 Axes = tuple[str | None, ...]
@@ -25,7 +26,9 @@ def constrain(x: jax.Array, names: Axes) -> jax.Array:
 
 
 class Dense(nn.Module):
-    """``y = x @ W (+ b)`` with ``W: [in, out]`` named ``axes``; computes in ``spec.dtype``."""
+    """``y = x @ W (+ b)`` with ``W: [in, out]`` named ``axes``; computes in ``spec.dtype``. A module named in
+    ``spec.lora_targets`` adds its LoRA update when its adapters are in the tree (`model/lora.py`); a quantized
+    kernel (QLoRA's frozen base) is dequantized here."""
 
     features: int
     axes: tuple[str, str]
@@ -41,7 +44,11 @@ class Dense(nn.Module):
         # a 2-D matmul over the flattened leading axes: XLA:CPU lays the batched form's backward out with
         # transposed copies (2x slower MLP gradient); on accelerators the reshape is free
         lead = x.shape[:-1]
-        y = x.reshape(-1, x.shape[-1]).astype(self.spec.jnp_dtype) @ kernel.astype(self.spec.jnp_dtype)
+        x2d = x.reshape(-1, x.shape[-1])
+        y = x2d.astype(self.spec.jnp_dtype) @ kernel_value(kernel).astype(self.spec.jnp_dtype)
+        if self.spec.lora(self.name):
+            delta = dense_adapter(self, x2d, self.axes, self.features)
+            y = y if delta is None else y + delta
         y = y.reshape(*lead, self.features)
         if self.spec.use_bias if self.bias is None else self.bias:
             bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (self.axes[1],)),

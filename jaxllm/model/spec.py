@@ -58,11 +58,23 @@ class ModelSpec:
     attn_softcap: float = 0.0
     final_softcap: float = 0.0
     query_pre_attn_scalar: float = 0.0  # 0: head_dim
+    lora_rank: int = 0             # LoRA adapters (`model/lora.py`) on the modules named in lora_targets; 0: none
+    lora_alpha: float = 0.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple = ()
 
     def bias(self, part: str) -> bool:
         """Whether ``part`` (qkv | out | mlp) has biases."""
         own = {"qkv": self.qkv_bias, "out": self.out_bias, "mlp": self.mlp_bias}[part]
         return self.use_bias if own is None else own
+
+    def lora(self, module: str) -> bool:
+        """Whether the module named ``module`` (q, k, v, o, gate, up, proj, fc, lm_head, embed) has adapters."""
+        return bool(self.lora_rank) and module in self.lora_targets
+
+    @property
+    def lora_scale(self) -> float:
+        return self.lora_alpha / self.lora_rank if self.lora_rank else 0.0
 
     @property
     def attn_scale(self) -> float:
@@ -159,4 +171,8 @@ def resolve_spec(cfg: ModelConfig, tokenizer_vocab: int | None = None, backend: 
         attn_softcap=cfg.attn_softcap,
         final_softcap=cfg.final_softcap,
         query_pre_attn_scalar=cfg.query_pre_attn_scalar or 0.0,
+        lora_rank=cfg.lora.rank,
+        lora_alpha=cfg.lora.alpha if cfg.lora.rank else 0.0,
+        lora_dropout=cfg.lora.dropout if cfg.lora.rank else 0.0,
+        lora_targets=tuple(cfg.lora.targets) if cfg.lora.rank else (),
     )

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from jaxllm.model.attention import Attention
 from jaxllm.model.layers import Dense, Mlp, Norm, constrain
+from jaxllm.model.lora import embed_adapters, kernel_value
 from jaxllm.model.spec import ModelSpec
 
 _REMAT_POLICIES = {
@@ -127,6 +128,9 @@ class Transformer(nn.Module):
         embedding = self.param("embed", nn.with_logical_partitioning(nn.initializers.normal(s.init_std), ("vocab", "embed")),
                                (s.vocab_size, s.d_model), s.jnp_param_dtype)
         x = jnp.take(embedding, tokens, axis=0).astype(s.jnp_dtype)
+        adapters = embed_adapters(self)
+        if adapters is not None:
+            x = x + _embed_delta(s, adapters, tokens)
         if s.embed_scale:
             x = x * jnp.asarray(s.d_model ** 0.5, s.jnp_dtype)
         if s.positions == "learned":
@@ -144,11 +148,27 @@ class Transformer(nn.Module):
         if output == "hidden":
             return x if cache is None else (x, cache)
         if s.tie_embeddings:
-            logits = jnp.einsum("bld,vd->blv", x, embedding.astype(s.jnp_dtype))
+            logits = _tied_logits(s, x, embedding, adapters)
         else:
             logits = Dense(s.vocab_size, ("embed", "vocab"), s, bias=s.head_bias, name="lm_head")(x)
         logits = softcap_logits(s, constrain(logits, ("act_batch", "act_length", "act_vocab")).astype(jnp.float32))
         return logits if cache is None else (logits, cache)
+
+
+def _embed_delta(spec: ModelSpec, adapters, tokens):
+    """The embedding adapters' rows ``scale * A[tokens] B`` ``[B, L, embed]``."""
+    a, b = adapters
+    rows = jnp.take(a, tokens, axis=0).astype(spec.jnp_dtype)
+    return (rows @ b.astype(spec.jnp_dtype)) * jnp.asarray(spec.lora_scale, spec.jnp_dtype)
+
+
+def _tied_logits(spec: ModelSpec, x, embedding, adapters):
+    """``x [B, L, D] @ (E + scale A B)^T``, the adapters (if any) applied without forming the sum."""
+    logits = jnp.einsum("bld,vd->blv", x, embedding.astype(spec.jnp_dtype))
+    if adapters is not None:
+        a, b = (t.astype(spec.jnp_dtype) for t in adapters)
+        logits = logits + jnp.einsum("blr,vr->blv", jnp.einsum("bld,rd->blr", x, b), a) * spec.lora_scale
+    return logits
 
 
 def softcap_logits(spec: ModelSpec, logits: jax.Array) -> jax.Array:
@@ -161,10 +181,15 @@ def output_logits(spec: ModelSpec, params, x: jax.Array) -> jax.Array:
     """The output head from the parameter tree, for losses that run it themselves (in chunks):
     ``x [B, C, D]`` (final-normed hidden states) -> float32 logits ``[B, C, V]``, as `Transformer` computes them."""
     if spec.tie_embeddings:
-        logits = jnp.einsum("bld,vd->blv", x, params["embed"].astype(spec.jnp_dtype))
+        adapters = (params["embed_lora_a"], params["embed_lora_b"]) if "embed_lora_a" in params else None
+        logits = _tied_logits(spec, x.astype(spec.jnp_dtype), params["embed"], adapters)
     else:
         head = params["lm_head"]
-        logits = jnp.einsum("bld,dv->blv", x.astype(spec.jnp_dtype), head["kernel"].astype(spec.jnp_dtype))
+        xd = x.astype(spec.jnp_dtype)
+        logits = jnp.einsum("bld,dv->blv", xd, kernel_value(head["kernel"]).astype(spec.jnp_dtype))
+        if "lora_a" in head:
+            h = jnp.einsum("bld,dr->blr", xd, head["lora_a"].astype(spec.jnp_dtype))
+            logits = logits + jnp.einsum("blr,rv->blv", h, head["lora_b"].astype(spec.jnp_dtype)) * spec.lora_scale
         if "bias" in head:
             logits = logits + head["bias"].astype(spec.jnp_dtype)
     logits = constrain(logits, ("act_batch", "act_length", "act_vocab"))

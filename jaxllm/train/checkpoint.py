@@ -326,6 +326,23 @@ def load_params(path: str, abstract_params):
     return params
 
 
+def load_saved_params(path: str, sharding):
+    """A checkpoint's parameters with the shapes they were saved with, every leaf on ``sharding`` (a LoRA run's
+    adapters, small enough to replicate, read without the model that wrote them)."""
+    directory, step = _find_checkpoint_dir(Path(path))
+    manager = ocp.CheckpointManager(directory.absolute(), item_handlers=_handlers(),
+                                    options=ocp.CheckpointManagerOptions(create=False))
+    step = manager.latest_step() if step is None else step
+    if step is None or step not in manager.all_steps():
+        raise UserError(f"{path}: no complete checkpoint found in {directory}.")
+    meta = manager.item_metadata(step)["params"]
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding), meta,
+                            is_leaf=lambda m: hasattr(m, "shape"))
+    params = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))["params"]
+    manager.close()
+    return params
+
+
 def as_numpy(tree):
     return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
 

@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+import flax.traverse_util
 import jax
 import numpy as np
 
@@ -36,6 +37,8 @@ from jaxllm.parallel.distributed import check_same_everywhere, is_multiprocess, 
 from jaxllm.parallel.layout import Layout
 from jaxllm.parallel.mesh import describe, make_mesh
 from jaxllm.pretrained import load_params
+from jaxllm.model.lora import is_adapter, without_adapters
+from jaxllm.train import adapters
 from jaxllm.train.checkpoint import Checkpointer, latest_step
 from jaxllm.train.guard import FiniteGuard, NonFiniteStop
 from jaxllm.train.metrics import MetricsLogger, Progress, peak_flops_per_device
@@ -148,6 +151,16 @@ class _Run:
     say: Progress  # prints on process 0 only
     resume_at: int | None  # the newest checkpoint step found before anything was written
     changed_keys: list     # config keys that differ from that checkpoint's config
+    lora: adapters.LoraRun | None = None  # LoRA: the frozen base and the reference views of it
+    lora_parts: dict | None = None         # LoRA: where each part of the base came from (lora_base.json)
+
+    def params(self, trainable):
+        """The whole parameter tree the objective's model applies (LoRA: base + trainable)."""
+        return trainable if self.lora is None else self.lora.params(trainable)
+
+    def declared(self, frozen: dict) -> dict:
+        """The frozen models the objective declared, from the step's frozen argument."""
+        return frozen if self.lora is None else self.lora.objective_frozen(frozen)
 
 
 def _prepare(cfg: Config, devices) -> _Run:
@@ -197,19 +210,72 @@ def _write_run_dir(r: _Run) -> None:
     (r.run_dir / "config.yaml").write_text(dump_yaml(r.cfg))
     if tokenizer_file(r.run_dir) is None:
         r.tokenizer.save(r.run_dir / r.tokenizer.filename)
+    if r.lora_parts is not None:
+        adapters.write_base_file(r.run_dir, r.lora_parts, r.spec.lora_scale)
 
 
 def _place(p: Params, fresh, layout: Layout, abstract=None):
-    """One declared `Params` on the mesh: read from its checkpoint, or copied from the fresh parameters."""
+    """One declared `Params` on the mesh: read from its checkpoint, or copied from the fresh parameters.
+    A LoRA model's adapters are never in a checkpoint it reads: they are left out of the shapes asked for."""
     if p.path is None:
         return jax.tree.map(jax.numpy.copy, fresh if p.copy is None else fresh[p.copy])
-    return p.select(load_params(p.path, abstract if abstract is not None else layout.abstract_params(p.module)))
+    abstract = abstract if abstract is not None else without_adapters(layout.abstract_params(p.module))
+    return p.select(load_params(p.path, abstract))
+
+
+def _initial_lora_state(r: _Run):
+    """Step 3 with LoRA: the state holds the trainable part; the base is loaded (every time: it is not in the
+    checkpoints), stored as configured, and serves the objective's reference models (`train/adapters.py`)."""
+    cfg, obj, layout, lc = r.cfg, r.objective, r.layout, r.cfg.model.lora
+    init, (shardings, _), (abstract, base_abstract) = sharded_init(r.model, r.tx, cfg.train.seq_len, layout.mesh,
+                                                                   layout.rules, lora_train=tuple(lc.train))
+    ckpt = Checkpointer(r.run_dir / "checkpoints", cfg.checkpoint) if r.resume_at is not None else None
+    restored = ckpt.restore_newest(abstract, r.say.write) if ckpt else None
+    state, base = init(jax.random.PRNGKey(cfg.seed))  # parts no checkpoint provides keep this initialisation
+    parts = obj.init if obj.init is not None else {None: Params(r.model, cfg.init_from)}
+    base = dict(base)
+    for key, p in parts.items():
+        if key is None:
+            base = _place(p, None, layout, base_abstract)
+        else:
+            base[key] = _place(p, None, layout)
+    if restored is not None:
+        latest, state, data_state = restored
+        obj.train_batches.restore(data_state)
+        r.say.write(f"resumed from {r.run_dir / 'checkpoints'} at step {latest}")
+    else:  # leaves trained in full (a scalar head) start from their checkpoint, as copies (the state is donated)
+        flat_base = flax.traverse_util.flatten_dict(base)
+        flat = {k: (v if is_adapter(k) else jax.numpy.copy(flat_base[k]))
+                for k, v in flax.traverse_util.flatten_dict(state.params).items()}
+        state = state.replace(params=flax.traverse_util.unflatten_dict(flat))
+    base = adapters.store_base(base, lc.base_dtype, lc.quantize, lc.quantize_block)
+    views = adapters.views(parts, obj.frozen)
+    run = adapters.LoraRun(base, views)
+    declared = {name: _place(p, None, layout) for name, p in obj.frozen.items() if name not in views}
+    declared.update(run.objective_frozen({adapters.BASE: base}))
+    if obj.prepare is not None:
+        line, declared = obj.prepare(layout, declared)
+        if line:
+            r.say.write(line)
+    run.keep_views(declared)
+    r.lora, r.lora_parts = run, parts
+    if views:
+        r.say.write(f"LoRA: {', '.join(sorted(run.views))} = the base with adapters off (no copy of its weights)")
+    _write_run_dir(r)
+    if cfg.checkpoint.enabled and ckpt is None:
+        ckpt = Checkpointer(r.run_dir / "checkpoints", cfg.checkpoint)
+    frozen = run.step_frozen(declared)
+    if obj.on_policy:
+        r.say.write(obj.train_batches.attach(layout, declared))
+    return state, frozen, shardings, abstract, ckpt
 
 
 def _initial_state(r: _Run):
     """Step 3: resume from the run dir (newest checkpoint that restores), else a fresh sharded init
     (with ``init_from`` parameters). Writes the run dir only once the state is built."""
     cfg, obj, layout = r.cfg, r.objective, r.layout
+    if r.spec.lora_rank:
+        return _initial_lora_state(r)
     init, shardings, abstract = sharded_init(r.model, r.tx, cfg.train.seq_len, layout.mesh, layout.rules)
     ckpt = Checkpointer(r.run_dir / "checkpoints", cfg.checkpoint) if r.resume_at is not None else None
     restored = ckpt.restore_newest(abstract, r.say.write) if ckpt else None
@@ -252,17 +318,24 @@ def _compile(r: _Run, state, frozen, shardings, abstract, first_batch):
     Also returns the seconds one step would take at peak FLOP/s on all devices (MFU = that / step time).
     """
     layout, t, spec, obj = r.layout, r.cfg.train, r.spec, r.objective
-    step = make_train_step(obj.loss, r.tx, r.schedule, t.grad_accum, dropout=spec.dropout > 0)
+    loss = obj.loss if r.lora is None else adapters.wrap_loss(obj.loss, r.lora)
+    step = make_train_step(loss, r.tx, r.schedule, t.grad_accum, dropout=spec.dropout > 0 or spec.lora_dropout > 0)
     jitted = jit_train_step(step, layout.mesh, layout.rules, shardings, first_batch, frozen)
     eval_fn = None
     if obj.evaluate is None:
-        eval_fn = jit_eval_step(make_eval_step(obj.loss), layout.mesh, layout.rules, shardings.params,
+        eval_fn = jit_eval_step(make_eval_step(loss), layout.mesh, layout.rules, shardings.params,
                                 obj.eval_batches[0], frozen)
     t0 = time.perf_counter()
     compiled = jitted.lower(state, layout.global_batch(first_batch), frozen).compile()
     flops_tok = obj.flops_per_token(spec, t.seq_len)
     peak, peak_src = peak_flops_per_device(t.peak_flops_per_device)
-    r.say.write(f"model: {spec.family}, {param_count(abstract.params) / 1e6:.2f}M parameters, {spec.n_layers} layers x "
+    n_params = param_count(abstract.params)
+    if r.lora is not None:
+        n_base = param_count(without_adapters(jax.eval_shape(lambda: r.lora.base)))
+        trained = f"{n_base / 1e6:.2f}M parameters frozen, {n_params / 1e6:.3f}M trained (LoRA r={spec.lora_rank})"
+    else:
+        trained = f"{n_params / 1e6:.2f}M parameters"
+    r.say.write(f"model: {spec.family}, {trained}, {spec.n_layers} layers x "
                 f"{spec.d_model}, vocab {spec.vocab_size}, compute {spec.dtype}, attention {spec.attention}; "
                 f"{flops_tok / 1e6:.1f} MFLOP per trained token")
     r.say.write(f"compiled train step in {time.perf_counter() - t0:.1f}s; {_memory_line(compiled)}")
@@ -306,12 +379,12 @@ def _loop(r: _Run, state, frozen, compiled, eval_fn, ckpt, first_batch, step_sec
     if obj.on_policy:
         source.drop_timing()  # the first rollout was made before the step compiled
     if obj.evaluate and start == 0 and t.eval_every:  # a baseline for the curves (cheap: no loss eval)
-        logger.log(0, obj.evaluate(state.params, frozen))
+        logger.log(0, obj.evaluate(r.params(state.params), r.declared(frozen)))
     try:
         while step < stop:
             if batch is None:  # fetched here, so a checkpoint's data position counts only consumed batches
                 if obj.on_policy:
-                    source.set_params(state.params)
+                    source.set_params(r.params(state.params))
                 batch = layout.global_batch(next(source))
             state, metrics = compiled(state, batch, frozen)
             batch = None
@@ -336,7 +409,7 @@ def _loop(r: _Run, state, frozen, compiled, eval_fn, ckpt, first_batch, step_sec
                 t_last, steps_since = time.perf_counter(), 0
             if (t.eval_every and step % t.eval_every == 0) or step == stop:
                 if obj.evaluate:
-                    last_eval = obj.evaluate(state.params, frozen)
+                    last_eval = obj.evaluate(r.params(state.params), r.declared(frozen))
                 else:
                     last_eval = _evaluate(eval_fn, state.params, frozen, obj.eval_batches, layout)
                 if obj.eval_split != "held-out":
@@ -374,7 +447,7 @@ def _last_good(ckpt) -> str:
 def _sample(r: _Run, params) -> str:
     """Step 6: what the model writes now, from ``train.sample_prompt`` (as a user message for chat objectives)."""
     t, tok, obj = r.cfg.train, r.tokenizer, r.objective
-    params = obj.sample_params(params)
+    params = obj.sample_params(r.params(params))
     prompt = obj.prompt(t.sample_prompt) if obj.prompt else [tok.bos_id] + tok.encode(t.sample_prompt)
     n_new = max(1, min(t.sample_tokens, r.spec.max_seq_len - len(prompt)))
     out = generate(Transformer(r.spec), params, [prompt], jax.random.PRNGKey(r.cfg.seed + 1),
@@ -398,7 +471,7 @@ def train(cfg: Config, devices=None) -> TrainResult:
     with r.layout.context():
         state, frozen, shardings, abstract, ckpt = _initial_state(r)
         if obj.on_policy:
-            obj.train_batches.set_params(state.params)
+            obj.train_batches.set_params(r.params(state.params))
         first = next(obj.train_batches)
         compiled, eval_fn, at_peak = _compile(r, state, frozen, shardings, abstract, first)
         try:
@@ -409,7 +482,7 @@ def train(cfg: Config, devices=None) -> TrainResult:
                                stopped="non-finite loss or gradient norm (train.nonfinite)")
             raise
         if obj.finish and not preempted:
-            line = obj.finish(state.params, r.run_dir, r.layout)
+            line = obj.finish(r.params(state.params), r.run_dir, r.layout)
             if line:
                 r.say.write(line)
         sampling = cfg.train.sample_tokens and obj.sample_params and not preempted

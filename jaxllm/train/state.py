@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from jaxllm.model.lora import split
 from jaxllm.parallel.layout import Layout
 from jaxllm.parallel.sharding import logical_to_shardings
 
@@ -29,14 +30,19 @@ class TrainState:
     rng: jax.Array        # [2] uint32 raw key, split every step for dropout
 
 
-def init_fn(model: nn.Module, tx: optax.GradientTransformation, seq_len: int):
-    """``rng -> boxed TrainState`` (boxes carry logical axis names; unboxed after sharding)."""
+def init_fn(model: nn.Module, tx: optax.GradientTransformation, seq_len: int, lora_train: tuple | None = None):
+    """``rng -> boxed TrainState`` (boxes carry logical axis names; unboxed after sharding). With ``lora_train``
+    (LoRA: the names trained beside the adapters) ``rng -> (TrainState of the trainable part, frozen base)``."""
 
     def init(rng):
         init_rng, state_rng = jax.random.split(rng)
         tokens = jnp.zeros((1, min(seq_len, 8)), jnp.int32)
         params = model.init({"params": init_rng}, tokens)["params"]
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=state_rng)
+        base = None
+        if lora_train is not None:
+            params, base = split(params, lora_train)
+        state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=state_rng)
+        return state if base is None else (state, base)
 
     return init
 
@@ -46,9 +52,11 @@ def abstract_params(model: nn.Module, mesh: Mesh, rules: list):
     return Layout(mesh, rules).abstract_params(model)
 
 
-def sharded_init(model: nn.Module, tx: optax.GradientTransformation, seq_len: int, mesh: Mesh, rules: list):
-    """Returns ``(init(rng) -> TrainState on the mesh, state shardings, abstract state)``."""
-    init = init_fn(model, tx, seq_len)
+def sharded_init(model: nn.Module, tx: optax.GradientTransformation, seq_len: int, mesh: Mesh, rules: list,
+                 lora_train: tuple | None = None):
+    """Returns ``(init(rng) -> TrainState on the mesh, state shardings, abstract state)``; with ``lora_train``
+    each of the three is a pair ``(state's, base's)`` (see `init_fn`)."""
+    init = init_fn(model, tx, seq_len, lora_train)
     with nn.logical_axis_rules(()):  # shapes only: activation constraints are irrelevant here
         abstract_boxed = jax.eval_shape(init, jax.random.PRNGKey(0))
         abstract = nn.meta.unbox(abstract_boxed)
