@@ -18,7 +18,8 @@
     jaxllm compare RUN_OR_SWEEP_DIR ... [--metric M] [--sort COL] [--out PREFIX]   a table of runs
     jaxllm plot RUN_OR_SWEEP_DIR ... --metric M [--metric M ...] [--out DIR]   PNG curves per metric
     jaxllm convert from-hf HF_DIR OUT        a Hugging Face GPT-2/Llama/Mistral model -> a jaxllm run dir
-    jaxllm convert to-hf CHECKPOINT OUT [--part policy|critic] [--dtype D]   a jaxllm run -> config.json + safetensors
+    jaxllm convert to-hf CHECKPOINT OUT [--part policy|critic] [--dtype D] [--merge]   a jaxllm run -> config.json +
+                                             safetensors (a LoRA run: a PEFT adapter, or merged weights)
 
 CONFIG is a YAML path or a name under configs/ (``pretrain/demo``). Mistakes in
 config, data or files print one ``error:`` line and exit with status 2.
@@ -352,7 +353,7 @@ def cmd_convert_to_hf(args) -> int:
     from jaxllm.interop.convert import to_hf
 
     for line in to_hf(args.checkpoint, args.out, part=args.part, dtype=args.dtype,
-                      max_shard_bytes=int(args.max_shard_gb * (1 << 30)), overwrite=args.overwrite):
+                      max_shard_bytes=int(args.max_shard_gb * (1 << 30)), overwrite=args.overwrite, merge=args.merge):
         print(line)
     return 0
 
@@ -503,7 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cv = sub.add_parser("convert", help="Hugging Face checkpoints in and out")
     cv_sub = cv.add_subparsers(dest="convert_command", required=True)
-    fh = cv_sub.add_parser("from-hf", help="a Hugging Face model dir (config.json + *.safetensors) -> a jaxllm run dir")
+    fh = cv_sub.add_parser("from-hf", help="a Hugging Face model dir (config.json + *.safetensors), or a PEFT LoRA "
+                           "adapter dir on a local base (merged) -> a jaxllm run dir")
     fh.add_argument("hf_dir")
     fh.add_argument("out")
     fh.set_defaults(fn=cmd_convert_from_hf)
@@ -517,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     th.add_argument("--overwrite", action="store_true",
                     help="write into a non-empty OUT, first removing the files an export writes there (config, "
                     "safetensors shards and index, tokenizer); other files stay")
+    th.add_argument("--merge", action="store_true",
+                    help="LoRA runs: write the whole model with the adapters folded in (default: a PEFT adapter, "
+                    "adapter_config.json + adapter_model.safetensors, for the run's base)")
     th.set_defaults(fn=cmd_convert_to_hf)
     return p
 

@@ -22,6 +22,17 @@ def load_params(path: str, abstract_params):
     p = Path(path)
     from jaxllm.interop.hf import is_hf_dir, load_hf_params, spec_from_hf
     abstract_params = without_adapters(abstract_params)
+    from jaxllm.interop.peft import is_peft_dir, merge_peft, peft_base_dir
+    if p.exists() and is_peft_dir(p):  # a PEFT LoRA adapter: its base, with the adapter folded in
+        base_dir = peft_base_dir(p)
+        base = load_params(str(base_dir), abstract_params)
+        layers = base["trunk"] if "head_kernel" in base else base
+        spec = spec_from_hf(base_dir, scan_layers="blocks" in layers)
+        if "head_kernel" in base:
+            raise UserError(f"{path}: a PEFT adapter is read onto a language model; this model has a scalar head "
+                            "(merge the adapter into a reward model with peft first).")
+        shardings = jax.tree.map(lambda x: x.sharding, base)
+        return jax.device_put(merge_peft(p, base, spec), shardings)
     if p.exists() and is_hf_dir(p):
         scalar = "head_kernel" in abstract_params
         layers = abstract_params["trunk"] if scalar else abstract_params

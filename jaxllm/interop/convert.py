@@ -33,7 +33,12 @@ def from_hf(hf_dir: str | Path, out: str | Path) -> list[str]:
     from jaxllm.parallel.layout import Layout
     from jaxllm.parallel.mesh import make_mesh
 
+    from jaxllm.interop.peft import is_peft_dir, merge_peft, peft_base_dir
+
     hf_dir, out = Path(hf_dir), Path(out)
+    adapter = None
+    if is_peft_dir(hf_dir):  # a LoRA adapter: its base converted, the adapter merged in
+        adapter, hf_dir = hf_dir, peft_base_dir(hf_dir)
     hf = read_hf_config(hf_dir)
     scalar = any(a.endswith("ForSequenceClassification") for a in hf.get("architectures") or [])
     if scalar and hf.get("num_labels", len(hf.get("id2label") or {0: 0})) != 1:
@@ -50,6 +55,8 @@ def from_hf(hf_dir: str | Path, out: str | Path) -> list[str]:
     model = ScalarModel(spec) if scalar else Transformer(spec)
     with layout.context():
         params = load_hf_params(hf_dir, spec, layout.abstract_params(model), scalar=scalar)
+        if adapter is not None:
+            params = merge_peft(adapter, params, spec)
         manager = ocp.CheckpointManager((out / "checkpoints").absolute(), options=ocp.CheckpointManagerOptions(create=True),
                                         item_handlers={"params": ocp.StandardCheckpointHandler(),
                                                        "config": ocp.JsonCheckpointHandler()})
@@ -64,7 +71,8 @@ def from_hf(hf_dir: str | Path, out: str | Path) -> list[str]:
                                      + yaml.safe_dump(config, sort_keys=False))
     (out / "model.yaml").write_text(f"# the model of {hf_dir}: list this file last under `base:` in a training config\n"
                                     + yaml.safe_dump({"model": section}, sort_keys=False))
-    lines = [f"{hf_dir}: {hf.get('model_type')} ({'sequence classifier' if scalar else 'causal LM'}), "
+    lines = [f"{adapter}: a PEFT LoRA adapter, merged into its base"] if adapter is not None else []
+    lines += [f"{hf_dir}: {hf.get('model_type')} ({'sequence classifier' if scalar else 'causal LM'}), "
              f"{param_count(params) / 1e6:.2f}M parameters, {spec.n_layers} layers x {spec.d_model}, vocab {spec.vocab_size}",
              f"wrote {out}/checkpoints/0, {out}/config.yaml and {out}/model.yaml (put it last under `base:` in a training "
              f"config, with init_from: {out})"]
@@ -103,7 +111,8 @@ def _import_tokenizer(hf_dir: Path, out: Path, vocab_size: int) -> list[str]:
 
 
 EXPORT_FILES = ("config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
-                INDEX, "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+                INDEX, "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                "adapter_config.json", "adapter_model.safetensors")
 
 
 def _check_export_dir(out: Path, overwrite: bool) -> None:
@@ -122,8 +131,9 @@ def _check_export_dir(out: Path, overwrite: bool) -> None:
 
 
 def to_hf(checkpoint: str | Path, out: str | Path, part: str = "auto", dtype: str = "float32",
-          max_shard_bytes: int = 5 << 30, overwrite: bool = False) -> list[str]:
-    """Export a jaxllm run (any path into it); ``part``: auto, policy or critic (PPO runs).
+          max_shard_bytes: int = 5 << 30, overwrite: bool = False, merge: bool = False) -> list[str]:
+    """Export a jaxllm run (any path into it); ``part``: auto, policy or critic (PPO runs). A LoRA run gives a
+    PEFT adapter for its base, or with ``merge`` the whole model with the adapters folded in.
 
     ``out`` must be missing or empty unless ``overwrite``, which first removes the files an export writes."""
     from jaxllm.config import load_config
@@ -157,6 +167,10 @@ def to_hf(checkpoint: str | Path, out: str | Path, part: str = "auto", dtype: st
         raise UserError(f"--part {part}: {run_dir} is a {kind} run, which holds {', '.join(ospec.parts)}.")
     chosen = ospec.parts[part]
     scalar = chosen.kind == "scalar"
+    from jaxllm.train.adapters import read_base_file
+    lora = read_base_file(run_dir)
+    if lora is not None and not merge:
+        return _to_peft(checkpoint, run_dir, Path(out), spec, cfg, chosen, lora, tokenizer)
     layout = Layout(make_mesh(cfg.mesh), cfg.mesh.rules)
     with layout.context():
         params = load_params(str(checkpoint), layout.abstract_params(ospec.model(spec)))
@@ -172,6 +186,32 @@ def to_hf(checkpoint: str | Path, out: str | Path, part: str = "auto", dtype: st
     what = "sequence classifier (num_labels 1)" if scalar else "causal LM"
     return [f"wrote {out}: {spec.family} {what} from {run_dir} ({kind} run{', ' + part if len(ospec.parts) > 1 else ''}), {dtype}",
             *notes]
+
+
+def _to_peft(checkpoint, run_dir: Path, out: Path, spec, cfg: Config, chosen, lora: dict, tokenizer) -> list[str]:
+    """A LoRA run's language model as a PEFT adapter on its base (``lora_base.json`` names it)."""
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from jaxllm.interop.hf import is_hf_dir
+    from jaxllm.interop.peft import write_peft
+    from jaxllm.train.checkpoint import load_saved_params
+
+    if chosen.kind == "scalar":
+        raise UserError(f"{run_dir} is a LoRA run; its {chosen.kind} model exports merged only (add --merge): a PEFT "
+                        "adapter here is written for the causal LM.")
+    trainable = load_saved_params(str(checkpoint), NamedSharding(jax.sharding.Mesh(jax.devices()[:1], ("x",)), P()))
+    if chosen.subtree:
+        trainable = trainable[chosen.subtree]
+    base = lora["parts"].get(chosen.subtree or "")
+    notes = write_peft(trainable, spec, out, base or "", cfg.model.lora.dropout)
+    if not (base and is_hf_dir(base)):
+        notes.append(f"the base ({base or 'a fresh initialisation'}) is not a Hugging Face directory: export it with "
+                     "`jaxllm convert to-hf` and set base_model_name_or_path in adapter_config.json to that directory, "
+                     "or export this run merged (--merge)")
+    if tokenizer is not None:
+        notes += export_tokenizer(tokenizer, run_dir, out)
+    return [f"wrote {out}: a PEFT LoRA adapter from {run_dir} ({cfg.objective.name} run)", *notes]
 
 
 def export_tokenizer(tokenizer, run_dir: Path, out: Path) -> list[str]:
