@@ -8,6 +8,15 @@ summed from every array's shard shape, and XLA's memory analysis of the compiled
 arguments (state + batch), temporaries (activations, gradients, workspace) and the total live at once.
 Nothing runs: the step is only compiled. The target: with FSDP over 8 devices the state per device is
 at most 1/8 of the one-device figure plus 10%.
+
+    python benchmarks/memory.py --lora --preset llama-7b --batch 8 --seq 1024 --mesh 1,8,1 --set model.remat=full
+
+``--lora``: full fine-tuning against LoRA (rank ``--rank``, every linear layer; bf16 base) and QLoRA (int8 and
+NF4 base) on one mesh: the optimizer state, the frozen base, and the compiled SFT step's arguments, temporaries
+and total per device; then what DPO and PPO hold per device with a reference copy (full fine-tuning: policy,
+reference; PPO also critic and reward model) and with LoRA (the reference is the base with adapters off; PPO's
+reward model is the critic's base). Targets: LoRA optimizer state below 2% of full fine-tuning's; QLoRA base
+at most 0.3 of the bf16 base.
 """
 
 from __future__ import annotations
@@ -80,6 +89,86 @@ def measure(preset: str, batch: int, seq: int, mesh_sizes: tuple[int, int, int],
             "compile_s": compile_s}
 
 
+def _bytes(abstract, shardings) -> int:
+    return state_bytes_per_device(abstract, shardings)
+
+
+def measure_lora(preset: str, batch: int, seq: int, mesh_sizes: tuple[int, int, int], overrides: list[str],
+                 rank: int, quantize: str) -> dict:
+    """One LoRA row: the trainable state, the stored base (bf16, or quantized) and the compiled SFT step."""
+    from jaxllm.model.lora import logical_size
+    from jaxllm.train.adapters import BASE, LoraRun, storage, wrap_loss
+
+    data, fsdp, tensor = mesh_sizes
+    cfg = load_config(ROOT / "configs" / "model" / f"{preset}.yaml",
+                      [f"train.batch_size={batch}", f"train.seq_len={seq}", "optimizer.warmup_steps=0",
+                       f"model.max_seq_len={max(seq, 8)}", f"mesh.data={data}", f"mesh.fsdp={fsdp}",
+                       f"mesh.tensor={tensor}", f"model.lora.rank={rank}", "init_from=base-not-read", *overrides])
+    spec = resolve_spec(cfg.model, tokenizer_vocab=cfg.model.vocab_size or 2048)
+    model = Transformer(spec)
+    n = data * fsdp * tensor
+    mesh = make_mesh(cfg.mesh, jax.devices()[:n])
+    tx, schedule = make_optimizer(cfg.optimizer, 1000)
+    rules = cfg.mesh.rules
+    with mesh_context(mesh, rules):
+        _, (state_sh, base_sh), (abstract, base_abs) = sharded_init(model, tx, seq, mesh, rules, lora_train=())
+        fn, stored_sh = storage(base_abs, "bfloat16", quantize, cfg.model.lora.quantize_block)
+        stored = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
+                              jax.eval_shape(fn, base_abs), stored_sh)
+        run = LoraRun(None, {})
+        local = random_batch(spec.vocab_size, batch, seq)
+        frozen = {BASE: stored}
+        step = jax.jit(make_train_step(wrap_loss(make_lm_loss(model, cfg.train.loss_chunk), run), tx, schedule,
+                                       cfg.train.grad_accum),
+                       in_shardings=(state_sh, {k: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
+                           ("data", "fsdp"))) for k in local}, jax.tree.map(lambda x: x.sharding, frozen)),
+                       out_shardings=(state_sh, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())),
+                       donate_argnums=(0,))
+        compiled = step.lower(abstract, global_batch(local, mesh, rules), frozen).compile()
+    m = compiled.memory_analysis()
+    base_leaves = jax.tree.leaves(stored)
+    base_bytes = sum(math.prod(a.sharding.shard_shape(a.shape)) * np.dtype(a.dtype).itemsize
+                     if np.dtype(a.dtype).itemsize else 0 for a in base_leaves)
+    # sub-byte leaves (uint4) are not in this form: Packed4 stores uint8 codes, so itemsize is exact here
+    return {"trainable_M": param_count(abstract.params) / 1e6, "base_M": logical_size(stored) / 1e6,
+            "params": _bytes(abstract.params, state_sh.params), "opt": _bytes(abstract.opt_state, state_sh.opt_state),
+            "base": base_bytes, "arguments": m.argument_size_in_bytes, "temporaries": m.temp_size_in_bytes,
+            "total": m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes}
+
+
+def lora_table(a) -> None:
+    sizes = tuple(int(x) for x in a.mesh[0].split(","))
+    full = measure(a.preset, a.batch, a.seq, sizes, a.overrides)
+    params_full = full["state"] * 1 / 3  # float32 parameters + AdamW's two float32 moments
+    opt_full = full["state"] - params_full
+    print(f"{'':<18}{'trained M':>10}{'params':>10}{'opt state':>11}{'frozen base':>12}{'arguments':>11}"
+          f"{'temps':>9}{'total':>9}   (MiB per device, mesh {sizes})")
+    print(f"{'full fine-tuning':<18}{full['params_M']:>10.2f}{params_full / MiB:>10.1f}{opt_full / MiB:>11.1f}"
+          f"{0:>12.1f}{full['arguments'] / MiB:>11.1f}{full['temporaries'] / MiB:>9.1f}{full['total'] / MiB:>9.1f}")
+    rows = {}
+    for q in ("none", "int8", "nf4"):
+        r = measure_lora(a.preset, a.batch, a.seq, sizes, a.overrides, a.rank, q)
+        rows[q] = r
+        name = f"LoRA r={a.rank}" if q == "none" else f"QLoRA {q}"
+        print(f"{name:<18}{r['trainable_M']:>10.2f}{r['params'] / MiB:>10.1f}{r['opt'] / MiB:>11.1f}"
+              f"{r['base'] / MiB:>12.1f}{r['arguments'] / MiB:>11.1f}{r['temporaries'] / MiB:>9.1f}"
+              f"{r['total'] / MiB:>9.1f}", flush=True)
+    lo = rows["none"]
+    print(f"LoRA optimizer state / full: {lo['opt'] / opt_full:.4f} (target < 0.02); "
+          f"QLoRA base / bf16 base: int8 {rows['int8']['base'] / lo['base']:.3f}, nf4 {rows['nf4']['base'] / lo['base']:.3f} "
+          "(target <= 0.3)")
+    # what the RL objectives hold per device (state + frozen models), from the same shard shapes
+    ref_f32 = params_full  # a frozen copy of the policy as loaded (float32)
+    lora_state = lo["params"] + lo["opt"]
+    print(f"{'held per device':<18}{'full FT':>12}{'LoRA':>12}{'QLoRA nf4':>12}   (MiB: trained state + frozen models)")
+    for name, full_b, lora_b, q_b in (
+            ("DPO (live ref)", full["state"] + ref_f32, lora_state + lo["base"], lora_state + rows["nf4"]["base"]),
+            ("PPO", 2 * full["state"] + 2 * ref_f32, 2 * lora_state + 2 * lo["base"],
+             2 * lora_state + 2 * rows["nf4"]["base"])):
+        print(f"{name:<18}{full_b / MiB:>12.1f}{lora_b / MiB:>12.1f}{q_b / MiB:>12.1f}   "
+              f"(LoRA {lora_b / full_b:.3f} of full, no reference copy)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="gpt2-124m")
@@ -88,7 +177,14 @@ def main() -> None:
     p.add_argument("--mesh", nargs="+", default=list(MESHES), help="data,fsdp,tensor sizes")
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="key=value",
                    help="config overrides, e.g. model.remat=full train.loss_chunk=256")
+    p.add_argument("--lora", action="store_true", help="full vs LoRA vs QLoRA on the first --mesh (see above)")
+    p.add_argument("--rank", type=int, default=16)
     a = p.parse_args()
+    if a.lora:
+        print(f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}; {a.preset}, "
+              f"batch {a.batch} x seq {a.seq}, AdamW {' '.join(a.overrides)}")
+        lora_table(a)
+        return
     print(f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}; {a.preset}, "
           f"batch {a.batch} x seq {a.seq}, float32 state, AdamW {' '.join(a.overrides)}")
     print(f"{'mesh (d,f,t)':<14}{'state/dev MiB':>15}{'x 1-dev':>9}{'arguments':>11}{'temps':>10}{'total':>10}"

@@ -281,6 +281,7 @@ DEFAULT_RULES = [
     ["positions", None],
     ["norm", None],
     ["layers", None],
+    ["lora", "fsdp"],  # a LoRA adapter's rank: B [r, out] shards over fsdp (A [in, r] already does, by its input)
     # activations
     ["act_batch", ["data", "fsdp"]],
     ["act_length", None],

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxllm.model.lora import dense_adapter, kernel_value
+from jaxllm.model.lora import dense_adapter, is_quantized, kernel_value
 from jaxllm.model.spec import ModelSpec
 
 Axes = tuple[str | None, ...]
@@ -39,8 +39,10 @@ class Dense(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         std = self.spec.init_std if self.std is None else self.std
-        kernel = self.param("kernel", nn.with_logical_partitioning(nn.initializers.normal(std), self.axes),
-                            (x.shape[-1], self.features), self.spec.jnp_param_dtype)
+        kernel = self.get_variable("params", "kernel") if self.has_variable("params", "kernel") else None
+        if kernel is None or not is_quantized(kernel):  # flax's shape check would read a packed kernel's codes
+            kernel = self.param("kernel", nn.with_logical_partitioning(nn.initializers.normal(std), self.axes),
+                                (x.shape[-1], self.features), self.spec.jnp_param_dtype)
         # a 2-D matmul over the flattened leading axes: XLA:CPU lays the batched form's backward out with
         # transposed copies (2x slower MLP gradient); on accelerators the reshape is free
         lead = x.shape[:-1]

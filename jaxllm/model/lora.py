@@ -16,6 +16,7 @@ Quantized base kernels (QLoRA) are qwix `QArray`s, dequantized where the kernel 
 from __future__ import annotations
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,12 +25,36 @@ from flax import traverse_util
 ADAPTERS = ("lora_a", "lora_b", "embed_lora_a", "embed_lora_b")
 
 
+@flax.struct.dataclass
+class Packed4:
+    """A 4-bit (NF4) quantized kernel with its codes two to a byte: ``codes [..., in/2, out]`` uint8 (rows 2k and
+    2k+1 in the low and high nibble), ``scale`` as qwix made it. qwix stores the codes as uint4, which XLA:CPU
+    keeps unpacked on a multi-device mesh while the compiled step expects them packed; bytes work everywhere."""
+
+    codes: jax.Array
+    scale: jax.Array
+    qtype: str = flax.struct.field(pytree_node=False, default="nf4")
+
+    def qarray(self):
+        import qwix
+
+        low, high = self.codes & 0xF, self.codes >> 4
+        codes = jnp.stack([low, high], axis=-2)  # [..., in/2, 2, out]
+        codes = codes.reshape(*self.codes.shape[:-2], 2 * self.codes.shape[-2], self.codes.shape[-1])
+        return qwix.QArray(codes.astype(jnp.uint4), self.scale, None, self.qtype)
+
+
+def is_quantized(w) -> bool:
+    """A quantized kernel: `Packed4` or a qwix ``QArray`` (which has ``qvalue``)."""
+    return isinstance(w, Packed4) or hasattr(w, "qvalue")
+
+
 def kernel_value(w):
-    """A kernel as an array: a quantized one (qwix ``QArray``) is dequantized (in its scale's dtype)."""
-    if isinstance(w, (jax.Array, np.ndarray)):
+    """A kernel as an array: a quantized one (qwix ``QArray``, `Packed4`) is dequantized (in its scale's dtype)."""
+    if not is_quantized(w):
         return w
     import qwix
-    return qwix.dequantize(w)
+    return qwix.dequantize(w.qarray() if isinstance(w, Packed4) else w)
 
 
 def dense_adapter(module: nn.Module, x2d: jax.Array, axes: tuple[str, str], features: int) -> jax.Array | None:
@@ -109,7 +134,7 @@ def merge(params, scale: float, dtype=None) -> dict:
             continue
         base = kernel_value(out[w])
         delta = jnp.einsum("...ir,...ro->...io", jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32))
-        target = base.dtype if isinstance(out[w], (jax.Array, np.ndarray)) else (dtype or jnp.float32)
+        target = (dtype or jnp.float32) if is_quantized(out[w]) else base.dtype
         out[w] = (jnp.asarray(base, jnp.float32) + scale * delta).astype(target)
     return traverse_util.unflatten_dict(out)
 
@@ -127,10 +152,30 @@ def quantize_kernels(base, qtype: str, block: int) -> dict:
             d_in = v.shape[-2]
             tiles = {v.ndim - 2: block} if d_in % block == 0 else {}
             channels = (*range(v.ndim - 2), v.ndim - 1)
+            if qtype == "nf4" and d_in % 2:
+                out[k] = v  # an odd input size cannot pack two codes to a byte: left as it is
+                continue
             v = qwix.quantize(jnp.asarray(v, jnp.float32), qt, channelwise_axes=channels, tiled_axes=tiles,
                               scale_dtype=jnp.bfloat16)
+            if qtype == "nf4":
+                c = v.qvalue.astype(jnp.uint8)
+                c = c.reshape(*c.shape[:-2], c.shape[-2] // 2, 2, c.shape[-1])
+                v = Packed4(c[..., 0, :] | (c[..., 1, :] << 4), v.scale)
         out[k] = v
     return traverse_util.unflatten_dict(out)
+
+
+def logical_size(tree) -> int:
+    """Parameters in ``tree`` counted as the model's weights (a quantized kernel counts its weights, not its scales)."""
+    n = 0
+    for leaf in jax.tree.leaves(tree, is_leaf=is_quantized):
+        if isinstance(leaf, Packed4):
+            n += 2 * int(np.prod(leaf.codes.shape))
+        elif is_quantized(leaf):
+            n += int(np.prod(leaf.qvalue.shape))
+        else:
+            n += int(np.prod(leaf.shape))
+    return n
 
 
 def cast(tree, dtype) -> dict:

@@ -84,8 +84,8 @@ def views(parts: dict, frozen_decl: dict) -> dict[str, str | None]:
     return out
 
 
-def _scale_sharding(value_sharding: NamedSharding, scale_shape) -> NamedSharding:
-    """A quantized kernel's scale: the kernel's axes where the scale's dimension still divides."""
+def _part_sharding(value_sharding: NamedSharding, scale_shape) -> NamedSharding:
+    """A part of a quantized kernel (codes, scale): the kernel's axes where the part's dimension still divides."""
     mesh, spec = value_sharding.mesh, list(value_sharding.spec) + [None] * len(scale_shape)
     fixed = []
     for dim, axes in zip(scale_shape, spec):
@@ -97,25 +97,33 @@ def _scale_sharding(value_sharding: NamedSharding, scale_shape) -> NamedSharding
     return NamedSharding(mesh, P(*fixed))
 
 
-def store_base(base, dtype: str, quantize: str, block: int):
-    """The base as it is kept: floating leaves in ``dtype`` ("param": as loaded), then kernels quantized
-    (``quantize`` int8 | nf4) on the kernels' own shardings."""
-    if dtype != "param":
-        base = jax.jit(lambda t: cast(t, jnp.dtype(dtype)), donate_argnums=0)(base)
-    if quantize == "none":
-        return base
-    fn = lambda t: quantize_kernels(t, quantize, block)  # noqa: E731
+def storage(base, dtype: str, quantize: str, block: int):
+    """``(fn, shardings)``: how the base is kept (floating leaves in ``dtype``, "param" = as loaded; then kernels
+    quantized, ``quantize`` int8 | nf4) and the shardings of its result (each quantized part on its kernel's
+    axes where they still divide). ``base`` may be abstract (shapes with shardings)."""
+
+    def fn(t):
+        if dtype != "param":
+            t = cast(t, jnp.dtype(dtype))
+        return t if quantize == "none" else quantize_kernels(t, quantize, block)
+
     shapes = jax.eval_shape(fn, base)
-    shardings = jax.tree.map(lambda x: x.sharding, base)
 
     def sharding_of(shape_tree, sh):
         if isinstance(shape_tree, jax.ShapeDtypeStruct):
             return sh
-        return dataclasses.replace(shape_tree, qvalue=sh, scale=_scale_sharding(sh, shape_tree.scale.shape),
-                                   zero_point=None)
+        return jax.tree.map(lambda part: _part_sharding(sh, part.shape), shape_tree)
 
-    out_sh = jax.tree.map(sharding_of, shapes, shardings, is_leaf=lambda x: not isinstance(x, dict))
-    return jax.jit(fn, out_shardings=out_sh)(base)
+    shardings = jax.tree.map(lambda x: x.sharding, base)
+    return fn, jax.tree.map(sharding_of, shapes, shardings, is_leaf=lambda x: not isinstance(x, dict))
+
+
+def store_base(base, dtype: str, quantize: str, block: int):
+    """The base as `storage` keeps it, on the mesh (the loaded arrays are donated)."""
+    if dtype == "param" and quantize == "none":
+        return base
+    fn, shardings = storage(base, dtype, quantize, block)
+    return jax.jit(fn, out_shardings=shardings, donate_argnums=0)(base)
 
 
 def write_base_file(run_dir: Path, parts: dict, scale: float) -> None:

@@ -37,7 +37,7 @@ from jaxllm.parallel.distributed import check_same_everywhere, is_multiprocess, 
 from jaxllm.parallel.layout import Layout
 from jaxllm.parallel.mesh import describe, make_mesh
 from jaxllm.pretrained import load_params
-from jaxllm.model.lora import is_adapter, without_adapters
+from jaxllm.model.lora import is_adapter, logical_size, without_adapters
 from jaxllm.train import adapters
 from jaxllm.train.checkpoint import Checkpointer, latest_step
 from jaxllm.train.guard import FiniteGuard, NonFiniteStop
@@ -331,7 +331,7 @@ def _compile(r: _Run, state, frozen, shardings, abstract, first_batch):
     peak, peak_src = peak_flops_per_device(t.peak_flops_per_device)
     n_params = param_count(abstract.params)
     if r.lora is not None:
-        n_base = param_count(without_adapters(jax.eval_shape(lambda: r.lora.base)))
+        n_base = logical_size(r.lora.base)
         trained = f"{n_base / 1e6:.2f}M parameters frozen, {n_params / 1e6:.3f}M trained (LoRA r={spec.lora_rank})"
     else:
         trained = f"{n_params / 1e6:.2f}M parameters"

@@ -93,7 +93,9 @@ def make_eval_step(loss_fn: LossFn):
 
 
 def _frozen_shardings(frozen) -> tuple:
-    return () if frozen is None else (jax.tree.map(lambda x: x.sharding, frozen),)
+    """The placed frozen arrays' formats (sharding and memory layout: a 4-bit quantized base is laid out
+    unpacked on CPU, which a sharding alone would compile against as packed)."""
+    return () if frozen is None else (jax.tree.map(lambda x: x.format, frozen),)
 
 
 def jit_train_step(step, mesh: Mesh, rules: list, state_shardings, example_batch: dict, frozen=None):
