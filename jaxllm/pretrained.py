@@ -31,8 +31,10 @@ def load_params(path: str, abstract_params):
         if "head_kernel" in base:
             raise UserError(f"{path}: a PEFT adapter is read onto a language model; this model has a scalar head "
                             "(merge the adapter into a reward model with peft first).")
-        shardings = jax.tree.map(lambda x: x.sharding, base)
-        return jax.device_put(merge_peft(p, base, spec), shardings)
+        merged = merge_peft(p, base, spec)
+        if all(isinstance(x, jax.Array) for x in jax.tree.leaves(base)):  # keep the base's shardings
+            merged = jax.device_put(merged, jax.tree.map(lambda x: x.sharding, base))
+        return merged
     if p.exists() and is_hf_dir(p):
         scalar = "head_kernel" in abstract_params
         layers = abstract_params["trunk"] if scalar else abstract_params

@@ -344,6 +344,61 @@ def test_a_llama_checkpoint_converts_fine_tunes_chats_and_exports(tmp_path, caps
     # fine-tuning moved the weights away from the converted ones
     assert not np.allclose(_hf_logits(back, tokens), _hf_logits(m, tokens), atol=1e-3)
 
+    # LoRA straight from the HF dir: `to-hf` writes a PEFT adapter for it, `--merge` the merged model
+    peft = pytest.importorskip("peft")
+    assert main(["train", str(sft_cfg), f"init_from={hf_dir}", f"run.dir={tmp_path}/lora", "model.lora.rank=4",
+                 "model.lora.targets=[q,k,v,o,gate,up,proj,lm_head,embed]", "optimizer.lr=1e-2",
+                 "data.builtin.conversations=300", "data.builtin.behaviour_chats=0", "train.steps=4", "train.batch_size=8",
+                 "train.seq_len=64", "train.log_every=2", "train.eval_every=0", "train.eval_batches=1",
+                 "train.sample_tokens=0", "train.progress=off", "optimizer.warmup_steps=1", "log.tensorboard=false",
+                 "checkpoint.every=4"]) == 0
+    lora_run = load_checkpoint(tmp_path / "lora")
+    ours = np.asarray(lora_run.model.apply({"params": jax.device_get(lora_run.params)}, jnp.asarray(tokens)))
+    assert main(["convert", "to-hf", str(tmp_path / "lora"), str(tmp_path / "adapter")]) == 0
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(hf_dir.absolute())
+    wrapped = peft.PeftModel.from_pretrained(tf.AutoModelForCausalLM.from_pretrained(hf_dir), tmp_path / "adapter").eval()
+    np.testing.assert_allclose(_hf_logits(wrapped, tokens), ours, atol=1e-4)
+    assert not np.allclose(ours, _hf_logits(m, tokens), atol=1e-3)
+    assert main(["convert", "to-hf", str(tmp_path / "lora"), str(tmp_path / "lora-merged"), "--merge"]) == 0
+    np.testing.assert_allclose(_hf_logits(tf.AutoModelForCausalLM.from_pretrained(tmp_path / "lora-merged"), tokens), ours,
+                               atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "gpt2-untied", "llama-gqa"])
+def test_a_lora_adapter_is_the_peft_adapter_both_ways(name, tmp_path):
+    """jaxllm adapters (random, every module the family has; the embedding where the head is untied) written
+    as a PEFT adapter: `peft.PeftModel` on the transformers base gives jaxllm's logits; `convert from-hf` of
+    the adapter dir (merged onto its base) and ``init_from`` = the adapter dir give them too. GPT-2's fused
+    c_attn takes q, k and v as one rank-3r adapter; Qwen and Gemma use Llama's module names (checked by hand
+    2026-12-06: qwen3 7e-7, gemma2 5e-6)."""
+    import dataclasses
+
+    peft = pytest.importorskip("peft")
+    from jaxllm.interop.peft import write_peft
+    from jaxllm.model import lora
+    from jaxllm.pretrained import load_params
+
+    m, d = _hf_model(name, tmp_path)
+    spec, _, params = _load(d)
+    mlp = ["fc", "proj"] if spec.family == "gpt2" else ["gate", "up", "proj"]
+    targets = ("q", "k", "v", "o", *mlp) + (() if spec.tie_embeddings else ("lm_head", "embed"))
+    lspec = dataclasses.replace(spec, lora_rank=3, lora_alpha=6.0, lora_targets=targets)
+    full = jax.jit(lambda: nn.meta.unbox(Transformer(lspec).init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"]))()
+    leaves, tree = jax.tree.flatten(lora.split(full)[0])
+    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+    adapters = jax.tree.unflatten(tree, [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    write_peft(adapters, lspec, tmp_path / "adapter", str(d))
+    tokens = np.random.default_rng(0).integers(0, m.config.vocab_size, (2, 20))
+    ours = np.asarray(jax.jit(Transformer(lspec).apply)({"params": lora.overlay(params, adapters)}, jnp.asarray(tokens)))
+    assert np.abs(ours - _hf_logits(m, tokens)).max() > 0.1  # the adapters change the model
+    wrapped = peft.PeftModel.from_pretrained(m, tmp_path / "adapter").eval()
+    np.testing.assert_allclose(_hf_logits(wrapped, tokens), ours, atol=1e-4)
+    plain = jax.jit(Transformer(spec).apply)
+    from_hf(tmp_path / "adapter", tmp_path / "merged")
+    for source in ("merged", "adapter"):  # the converted run; the adapter itself as init_from
+        got = plain({"params": load_params(str(tmp_path / source), jax.eval_shape(lambda: params))}, jnp.asarray(tokens))
+        np.testing.assert_allclose(np.asarray(got), ours, atol=1e-4)
+
 
 def test_bfloat16_files_in_and_out(tmp_path):
     """A bf16 HF checkpoint loads exactly (upcast to float32 parameters); `to-hf --dtype bfloat16` writes bf16

@@ -128,7 +128,7 @@ ALLOWED = {
     "data": BASE | {"world.source"},
     "world": BASE | {"data"},
     "train": BASE | {"model", "parallel"},  # the services: state, step, checkpoint, optimizer, metrics
-    "pretrained": BASE | {"train.checkpoint", "interop.hf"},
+    "pretrained": BASE | {"train.checkpoint", "train.adapters", "interop.hf", "interop.peft", "model.lora"},
     "rl": BASE | {"model", "parallel", "data", "world.judge"},
     "objectives": BASE | {"model", "parallel", "data", "world", "rl"},
     "train.loop": BASE | {"model", "parallel", "data", "objectives", "train", "pretrained"},

@@ -101,6 +101,11 @@ def init_from_tokenizer(init_from: str | None) -> Path | None:
         run_dir = run_dir_holding(init_from, name)
         if run_dir:
             return run_dir / name
+    adapter = Path(init_from) / "adapter_config.json"  # a PEFT adapter without its own tokenizer: its base's
+    if adapter.is_file():
+        import json
+        base = json.loads(adapter.read_text()).get("base_model_name_or_path")
+        return init_from_tokenizer(base) if base and Path(base).is_dir() else None
     return None
 
 

@@ -146,7 +146,10 @@ def peft_deltas(path: str | Path, spec: ModelSpec) -> dict[tuple, np.ndarray]:
     """An adapter's updates in jaxllm's layout: leaf path (a stacked leaf's path with the layer index last) ->
     ``scale * A B`` shaped like that kernel or embedding (float32)."""
     cfg = read_peft_config(path)
-    files = TensorFiles(Path(path), [Path(path) / WEIGHTS])
+    if not (Path(path) / WEIGHTS).is_file():
+        raise UserError(f"{path}: {CONFIG} without {WEIGHTS}; jaxllm reads PEFT adapters saved as safetensors "
+                        "(adapter_model.bin is a pickle and is never loaded).")
+    files = TensorFiles(Path(path))
     names = set(files.names())
     fan_in_fan_out = cfg.get("fan_in_fan_out", spec.family == "gpt2")
     out, used = {}, set()
@@ -181,7 +184,7 @@ def merge_peft(path: str | Path, base_params, spec: ModelSpec):
     flat = traverse_util.flatten_dict(base_params)
     for key, delta in peft_deltas(path, spec).items():
         leaf, layer = (key[:-1], key[-1]) if isinstance(key[-1], int) else (key, None)
-        w = flat[leaf]
+        w = jnp.asarray(flat[leaf])
         d = jnp.asarray(delta, jnp.float32)
         if layer is None:
             flat[leaf] = (w.astype(jnp.float32) + d).astype(w.dtype)

@@ -119,11 +119,11 @@ def storage(base, dtype: str, quantize: str, block: int):
 
 
 def store_base(base, dtype: str, quantize: str, block: int):
-    """The base as `storage` keeps it, on the mesh (the loaded arrays are donated)."""
+    """The base as `storage` keeps it, on the mesh (the loaded arrays are dropped by the caller)."""
     if dtype == "param" and quantize == "none":
         return base
     fn, shardings = storage(base, dtype, quantize, block)
-    return jax.jit(fn, out_shardings=shardings, donate_argnums=0)(base)
+    return jax.jit(fn, out_shardings=shardings)(base)
 
 
 def write_base_file(run_dir: Path, parts: dict, scale: float) -> None:
