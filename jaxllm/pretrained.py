@@ -52,8 +52,9 @@ def lora_base_and_adapters(path: str, record: dict, abstract_params) -> tuple[di
     parts = record["parts"]
     if "" in parts:
         base = _base_part(path, parts[""], abstract_params, "")
-    else:
-        base = {k: _base_part(path, src, abstract_params[k], k) for k, src in parts.items() if k in abstract_params}
+    else:  # a part that started fresh (PPO's critic without a reward model) is left out: it cannot be rebuilt
+        base = {k: _base_part(path, src, abstract_params[k], k) for k, src in parts.items()
+                if k in abstract_params and src is not None}
     mesh = next(iter(jax.tree.leaves(abstract_params))).sharding.mesh
     trainable = load_saved_params(path, NamedSharding(mesh, P()))
     trainable = {k: v for k, v in trainable.items() if k in base} if "" not in parts else trainable

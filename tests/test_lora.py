@@ -341,7 +341,7 @@ def test_sharded_lora_and_qlora_on_fsdp_and_tensor_rules(runs):
     assert abs(q.history[0]["loss"] - sft.history[0]["loss"]) < 0.05  # the NF4 base is close to the float one
 
 
-@pytest.mark.parametrize("objective", ["reward", "dpo", "grpo", "ppo"])
+@pytest.mark.parametrize("objective", ["pretrain", "reward", "dpo", "grpo", "ppo"])
 def test_every_objective_trains_with_lora(runs, objective):
     """Each objective with adapters from the LoRA SFT run (loaded merged): it trains (the loss moves, the base
     does not), and the on-policy ones start at KL 0 from a reference that is the base with adapters off."""
@@ -352,6 +352,7 @@ def test_every_objective_trains_with_lora(runs, objective):
     d, _ = runs
     common = [f"init_from={d / 'sft'}", "model.lora.rank=4", "checkpoint.enabled=false", "optimizer.lr=1e-2"]
     extra = {
+        "pretrain": ["train.steps=3"],
         "reward": ["objective.name=reward", "data.builtin.rankings=60", "train.seq_len=64", "train.steps=3"],
         "dpo": ["objective.name=dpo", "data.builtin.rankings=60", "train.seq_len=64", "train.steps=3"],
         "grpo": ["objective.name=grpo", "train.seq_len=40", "objective.grpo.max_new_tokens=8",
@@ -359,7 +360,7 @@ def test_every_objective_trains_with_lora(runs, objective):
                  "objective.grpo.eval_prompts=0", "train.steps=2"],
         "ppo": ["objective.name=ppo", "train.seq_len=48", "objective.ppo.reward_fn=test_ppo:vowel_reward",
                 "objective.ppo.rollout_prompts=8", "objective.ppo.max_new_tokens=8", "objective.ppo.eval_prompts=0",
-                "objective.ppo.ppo_epochs=1", "train.steps=2"],
+                "objective.ppo.ppo_epochs=1", "train.steps=2", "checkpoint.enabled=true", "checkpoint.every=2"],
     }[objective]
     res = train(tiny_config(d / f"{objective}-lora", *common, *extra))
     losses = [h["loss"] for h in res.history]
@@ -370,3 +371,56 @@ def test_every_objective_trains_with_lora(runs, objective):
     assert {k for k in flat if not lora.is_adapter(k)} == in_full
     if objective in ("grpo", "ppo"):
         assert res.history[0]["kl"] == 0.0  # first rollout: policy = base + 0, reference = the base itself
+    if objective == "ppo":  # its policy chats (the critic's base was a fresh init: only the policy is read back)
+        from jaxllm.infer.load import load_checkpoint
+        assert load_checkpoint(d / "ppo-lora").params["blocks"]["attn"]["q"]["kernel"].shape[0] == 2
+
+
+def test_to_hf_merges_a_lora_run_and_refuses_a_peft_adapter_it_could_not_express(runs, tmp_path):
+    """The fixture's adapters include the embedding of a tied GPT-2: `to-hf` refuses a PEFT adapter (PEFT's tied
+    head would not see the embedding's update) and `--merge` writes weights transformers reads with jaxllm's logits."""
+    torch = pytest.importorskip("torch")
+    tf = pytest.importorskip("transformers")
+    from jaxllm.errors import UserError
+    from jaxllm.infer.load import load_checkpoint
+    from jaxllm.interop.convert import to_hf
+
+    d, _ = runs
+    with pytest.raises(UserError, match="tied output head.*--merge"):
+        to_hf(d / "sft", tmp_path / "adapter")
+    to_hf(d / "sft", tmp_path / "merged", merge=True)
+    loaded = load_checkpoint(d / "sft")
+    tokens = TOKENS % loaded.tokenizer.vocab_size
+    ours = np.asarray(loaded.model.apply({"params": jax.device_get(loaded.params)}, tokens))[..., :loaded.tokenizer.vocab_size]
+    with torch.no_grad():
+        theirs = tf.AutoModelForCausalLM.from_pretrained(tmp_path / "merged")(torch.tensor(tokens)).logits.numpy()
+    np.testing.assert_allclose(theirs[..., :loaded.tokenizer.vocab_size], ours, atol=1e-4)
+
+
+def test_lora_mistakes_get_one_line_each(runs, tmp_path):
+    import shutil
+
+    from conftest import tiny_config
+    from jaxllm.errors import ConfigError, UserError
+    from jaxllm.infer.load import load_checkpoint
+    from jaxllm.interop.peft import read_peft_config
+
+    d, _ = runs
+    with pytest.raises(ConfigError, match="init_from is not set"):
+        tiny_config(tmp_path / "x", "model.lora.rank=4")
+    with pytest.raises(ConfigError, match="'qq' is not a module name"):
+        tiny_config(tmp_path / "x", f"init_from={d / 'pre'}", "model.lora.rank=4", "model.lora.targets=[q,qq]")
+    with pytest.raises(ConfigError, match="names no module of this llama model"):
+        tiny_config(tmp_path / "x", f"init_from={d / 'pre'}", "model.lora.rank=4", "model.lora.targets=[fc]",
+                    model="tiny-llama")
+    moved = tmp_path / "sft"
+    shutil.copytree(d / "sft", moved)
+    (moved / "lora_base.json").write_text(json.dumps({"scale": 4.0, "parts": {"": str(tmp_path / "gone")}}))
+    with pytest.raises(UserError, match="gone.*lora_base.json.*must stay"):
+        load_checkpoint(moved)
+    for extra, match in (({"use_dora": True}, "use_dora"), ({"modules_to_save": ["score"]}, "modules_to_save"),
+                         ({"peft_type": "IA3"}, "only LoRA")):
+        (tmp_path / "adapter").mkdir(exist_ok=True)
+        (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", **extra}))
+        with pytest.raises(UserError, match=match):
+            read_peft_config(tmp_path / "adapter")

@@ -175,6 +175,9 @@ def to_hf(checkpoint: str | Path, out: str | Path, part: str = "auto", dtype: st
     with layout.context():
         params = load_params(str(checkpoint), layout.abstract_params(ospec.model(spec)))
     if chosen.subtree:
+        if chosen.subtree not in params:
+            raise UserError(f"{run_dir}: its {part} started from a fresh initialisation under LoRA (no checkpoint "
+                            "for its frozen base), so it cannot be exported; export the policy.")
         params = params[chosen.subtree]
     ids = {}
     if tokenizer is not None:

@@ -38,3 +38,11 @@ def train_flops_per_token(s: ModelSpec, seq_len: int, lm_head: bool = True, trun
     trunk = 2.0 * trunk_matmul_params(s) + attention_flops_per_token(s, seq_len)
     head = 2.0 * s.d_model * (s.vocab_size if lm_head else 1)
     return 3.0 * (trunks * trunk + head)
+
+
+def lora_flops_factor(s: ModelSpec, seq_len: int) -> float:
+    """Training FLOPs with a frozen base over full training's, for a language model: no weight gradients for
+    the frozen matmuls (4N instead of 6N; the adapters' own FLOPs, 6 r (in + out) per module, are negligible).
+    Applied to every objective's count as the same share."""
+    full = train_flops_per_token(s, seq_len)
+    return (full - 2.0 * matmul_params(s)) / full

@@ -31,13 +31,14 @@ from jaxllm.data.tokenizer import tokenizer_file
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.model import Transformer, param_count, resolve_spec
 from jaxllm.model.decode import Sampling, generate
+from jaxllm.model.flops import lora_flops_factor
+from jaxllm.model.lora import is_adapter, logical_size, without_adapters
 from jaxllm.objectives.base import Objective, ObjectiveSpec, Params
 from jaxllm.objectives.registry import get_spec
 from jaxllm.parallel.distributed import check_same_everywhere, is_multiprocess, preemption_service_running
 from jaxllm.parallel.layout import Layout
 from jaxllm.parallel.mesh import describe, make_mesh
 from jaxllm.pretrained import load_params
-from jaxllm.model.lora import is_adapter, logical_size, without_adapters
 from jaxllm.train import adapters
 from jaxllm.train.checkpoint import Checkpointer, latest_step
 from jaxllm.train.guard import FiniteGuard, NonFiniteStop
@@ -328,6 +329,8 @@ def _compile(r: _Run, state, frozen, shardings, abstract, first_batch):
     t0 = time.perf_counter()
     compiled = jitted.lower(state, layout.global_batch(first_batch), frozen).compile()
     flops_tok = obj.flops_per_token(spec, t.seq_len)
+    if r.lora is not None:  # no weight gradients for the frozen base
+        flops_tok *= lora_flops_factor(spec, t.seq_len)
     peak, peak_src = peak_flops_per_device(t.peak_flops_per_device)
     n_params = param_count(abstract.params)
     if r.lora is not None:
