@@ -61,17 +61,21 @@ def state_bytes_per_device(abstract, shardings) -> int:
     return total
 
 
-def measure(preset: str, batch: int, seq: int, mesh_sizes: tuple[int, int, int], overrides: list[str]) -> dict:
+def _setup(preset: str, batch: int, seq: int, mesh_sizes: tuple[int, int, int], overrides: list[str]):
+    """``(cfg, spec, model, mesh, n devices, tx, schedule)`` for one measurement."""
     data, fsdp, tensor = mesh_sizes
     cfg = load_config(ROOT / "configs" / "model" / f"{preset}.yaml",
                       [f"train.batch_size={batch}", f"train.seq_len={seq}", "optimizer.warmup_steps=0",
                        f"model.max_seq_len={max(seq, 8)}", f"mesh.data={data}", f"mesh.fsdp={fsdp}",
                        f"mesh.tensor={tensor}", *overrides])
     spec = resolve_spec(cfg.model, tokenizer_vocab=cfg.model.vocab_size or 2048)
-    model = Transformer(spec)
     n = data * fsdp * tensor
-    mesh = make_mesh(cfg.mesh, jax.devices()[:n])
     tx, schedule = make_optimizer(cfg.optimizer, 1000)
+    return cfg, spec, Transformer(spec), make_mesh(cfg.mesh, jax.devices()[:n]), n, tx, schedule
+
+
+def measure(preset: str, batch: int, seq: int, mesh_sizes: tuple[int, int, int], overrides: list[str]) -> dict:
+    cfg, spec, model, mesh, n, tx, schedule = _setup(preset, batch, seq, mesh_sizes, overrides)
     rules = cfg.mesh.rules
     with mesh_context(mesh, rules):
         _, shardings, abstract = sharded_init(model, tx, seq, mesh, rules)
@@ -89,29 +93,17 @@ def measure(preset: str, batch: int, seq: int, mesh_sizes: tuple[int, int, int],
             "compile_s": compile_s}
 
 
-def _bytes(abstract, shardings) -> int:
-    return state_bytes_per_device(abstract, shardings)
-
-
 def measure_lora(preset: str, batch: int, seq: int, mesh_sizes: tuple[int, int, int], overrides: list[str],
                  rank: int, quantize: str) -> dict:
     """One LoRA row: the trainable state, the stored base (bf16, or quantized) and the compiled SFT step."""
     from jaxllm.model.lora import logical_size
     from jaxllm.train.adapters import BASE, LoraRun, storage, wrap_loss
 
-    data, fsdp, tensor = mesh_sizes
-    cfg = load_config(ROOT / "configs" / "model" / f"{preset}.yaml",
-                      [f"train.batch_size={batch}", f"train.seq_len={seq}", "optimizer.warmup_steps=0",
-                       f"model.max_seq_len={max(seq, 8)}", f"mesh.data={data}", f"mesh.fsdp={fsdp}",
-                       f"mesh.tensor={tensor}", f"model.lora.rank={rank}", "init_from=base-not-read", *overrides])
-    spec = resolve_spec(cfg.model, tokenizer_vocab=cfg.model.vocab_size or 2048)
-    model = Transformer(spec)
-    n = data * fsdp * tensor
-    mesh = make_mesh(cfg.mesh, jax.devices()[:n])
-    tx, schedule = make_optimizer(cfg.optimizer, 1000)
+    cfg, spec, model, mesh, _, tx, schedule = _setup(preset, batch, seq, mesh_sizes, [
+        f"model.lora.rank={rank}", "init_from=base-not-read", *overrides])
     rules = cfg.mesh.rules
     with mesh_context(mesh, rules):
-        _, (state_sh, base_sh), (abstract, base_abs) = sharded_init(model, tx, seq, mesh, rules, lora_train=())
+        _, (state_sh, _), (abstract, base_abs) = sharded_init(model, tx, seq, mesh, rules, lora_train=())
         fn, stored_sh = storage(base_abs, "bfloat16", quantize, cfg.model.lora.quantize_block)
         stored = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
                               jax.eval_shape(fn, base_abs), stored_sh)
@@ -126,12 +118,10 @@ def measure_lora(preset: str, batch: int, seq: int, mesh_sizes: tuple[int, int, 
                        donate_argnums=(0,))
         compiled = step.lower(abstract, global_batch(local, mesh, rules), frozen).compile()
     m = compiled.memory_analysis()
-    base_leaves = jax.tree.leaves(stored)
-    base_bytes = sum(math.prod(a.sharding.shard_shape(a.shape)) * np.dtype(a.dtype).itemsize
-                     if np.dtype(a.dtype).itemsize else 0 for a in base_leaves)
-    # sub-byte leaves (uint4) are not in this form: Packed4 stores uint8 codes, so itemsize is exact here
+    base_bytes = state_bytes_per_device(stored, jax.tree.map(lambda a: a.sharding, stored))  # NF4: uint8, 2 codes a byte
     return {"trainable_M": param_count(abstract.params) / 1e6, "base_M": logical_size(stored) / 1e6,
-            "params": _bytes(abstract.params, state_sh.params), "opt": _bytes(abstract.opt_state, state_sh.opt_state),
+            "params": state_bytes_per_device(abstract.params, state_sh.params),
+            "opt": state_bytes_per_device(abstract.opt_state, state_sh.opt_state),
             "base": base_bytes, "arguments": m.argument_size_in_bytes, "temporaries": m.temp_size_in_bytes,
             "total": m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes}
 
