@@ -364,7 +364,8 @@ def test_a_llama_checkpoint_converts_fine_tunes_chats_and_exports(tmp_path, caps
                                atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "gpt2-untied", "llama-gqa"])
+@pytest.mark.parametrize("name", ["gpt2", pytest.param("gpt2-untied", marks=pytest.mark.slow),
+                                  pytest.param("llama-gqa", marks=pytest.mark.slow)])
 def test_a_lora_adapter_is_the_peft_adapter_both_ways(name, tmp_path):
     """jaxllm adapters (random, every module the family has; the embedding where the head is untied) written
     as a PEFT adapter: `peft.PeftModel` on the transformers base gives jaxllm's logits; `convert from-hf` of

@@ -162,7 +162,7 @@ def test_nf4_base_equals_a_numpy_nf4_reference_and_int8_its_absmax_rounding():
     assert np.mean(np.isclose(got8, want8, rtol=1e-2, atol=1e-6)) > 0.999
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("family", [pytest.param("llama", marks=pytest.mark.slow), "gpt2"])
 def test_qlora_forward_stays_within_a_stated_tolerance_of_the_bf16_base(family):
     """Quantized base (the blocks' kernels; embeddings and head stay) against the bf16 base, at init scale:
     logits' RMS error relative to their spread, and the mean KL per token. Measured 2026-12-06: int8 0.007-0.008
@@ -183,7 +183,7 @@ def test_qlora_forward_stays_within_a_stated_tolerance_of_the_bf16_base(family):
         assert rms > 1e-4  # the base really is quantized
 
 
-# -- through the trainer ----------------------------------------------------------------------------------------
+# -- through the trainer (slow: they share one trained fixture, and the quick tier stays under 6 minutes) ---------
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
@@ -206,6 +206,7 @@ def _sft(d, *extra):
     return [f"init_from={d / 'pre'}", *SFT, *extra]
 
 
+@pytest.mark.slow
 def test_a_lora_checkpoint_holds_adapters_and_a_pointer_to_its_base(runs):
     from conftest import tiny_config  # noqa: F401
     from jaxllm.train.checkpoint import load_saved_params
@@ -223,6 +224,7 @@ def test_a_lora_checkpoint_holds_adapters_and_a_pointer_to_its_base(runs):
     assert opt == 2 * n_trainable
 
 
+@pytest.mark.slow
 def test_training_moves_the_adapters_and_never_the_base(runs):
     """The run's merged parameters minus the pre-trained ones are exactly ``scale * A B`` of the saved adapters."""
     from jaxllm.infer.load import load_checkpoint
@@ -250,6 +252,7 @@ def test_training_moves_the_adapters_and_never_the_base(runs):
         assert np.abs(delta).max() > 1e-4
 
 
+@pytest.mark.slow
 def test_a_resumed_lora_run_equals_the_uninterrupted_one_bit_for_bit(runs, tmp_path):
     from conftest import tiny_config
     from jaxllm.train.loop import train
@@ -262,6 +265,7 @@ def test_a_resumed_lora_run_equals_the_uninterrupted_one_bit_for_bit(runs, tmp_p
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in sft.history[2:]]
 
 
+@pytest.mark.slow
 def test_generate_chat_and_eval_load_a_lora_run(runs, capsys, monkeypatch):
     """`load_checkpoint` (generate, chat, eval) merges the adapters: its logits equal the adapters applied."""
     from jaxllm.cli import main
@@ -286,6 +290,7 @@ def test_generate_chat_and_eval_load_a_lora_run(runs, capsys, monkeypatch):
     assert "4 questions, exact match" in out and out.count("you> ") == 2
 
 
+@pytest.mark.slow
 def test_the_reference_is_the_base_itself_and_equals_a_separately_loaded_copy(runs):
     """DPO with LoRA and a live reference: the objective's reference is the step's frozen base (the same
     buffers, not a copy), and equals the SFT run's parameters loaded on their own. The step's frozen argument
@@ -390,6 +395,7 @@ def test_every_objective_trains_with_lora(runs, objective):
         assert load_checkpoint(d / "ppo-lora").params["blocks"]["attn"]["q"]["kernel"].shape[0] == 2
 
 
+@pytest.mark.slow
 def test_to_hf_merges_a_lora_run_and_refuses_a_peft_adapter_it_could_not_express(runs, tmp_path):
     """The fixture's adapters include the embedding of a tied GPT-2: `to-hf` refuses a PEFT adapter (PEFT's tied
     head would not see the embedding's update) and `--merge` writes weights transformers reads with jaxllm's logits."""
@@ -411,6 +417,7 @@ def test_to_hf_merges_a_lora_run_and_refuses_a_peft_adapter_it_could_not_express
     np.testing.assert_allclose(theirs[..., :loaded.tokenizer.vocab_size], ours, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_lora_mistakes_get_one_line_each(runs, tmp_path):
     import shutil
 
